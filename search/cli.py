@@ -1,0 +1,88 @@
+"""The ``rts`` command: ``data``, ``train``, ``attack``, ``search``, ``analyze``, ``report``.
+
+Each subcommand lives in its own module ``search/cli_<name>.py`` with two functions:
+``add_parser(subparsers)`` (declares its arguments and sets ``func``) and ``run(args) -> int``.
+Heavy libraries (torch, ray, optuna) are imported inside ``run`` so ``rts --help`` stays fast.
+
+Bad input anywhere (``ValueError``, a missing file) becomes one line ``rts: error: ...`` on
+stderr and exit code 2, with no traceback; ``--debug`` re-raises to show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+SUBCOMMANDS = ("data", "train", "attack", "search", "analyze", "report")
+
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("robust-task-search")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0+unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``rts`` argument parser, with every available subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="rts",
+        description=(
+            "robust-task-search: find the auxiliary tasks, loss weights and encoder that make a "
+            "multi-task model hardest to attack."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"rts {_version()}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"search.cli_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"search.cli_{name}":
+                raise
+            continue  # subcommand not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rts``; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename and str(exc.filename) not in message:
+            message = f"{message}: {exc.filename}"
+        print(f"rts: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("rts: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
