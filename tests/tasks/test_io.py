@@ -1,0 +1,25 @@
+"""Atomic writes leave the old file in place when writing fails."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.io import atomic_path, atomic_write_text
+
+
+def test_atomic_write_creates_and_replaces(tmp_path):
+    target = tmp_path / "sub" / "a.txt"
+    atomic_write_text(target, "one")
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert [p.name for p in target.parent.iterdir()] == ["a.txt"]  # no temp files left
+
+
+def test_failed_write_keeps_old_content(tmp_path):
+    target = tmp_path / "a.txt"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
