@@ -1,1 +1,60 @@
-"""attacks."""
+"""Gradient attacks on any subset of a multi-task model's tasks, and the vulnerability metrics.
+
+Every attack is a pure function with one signature::
+
+    x_adv = pgd(model, x, y, tasks, weights=None, *, eps, steps, step_size=None,
+                norm="linf", random_start=True, generator=None, losses=None)
+
+``model(x)`` returns ``dict[str, Tensor]``; ``y`` is keyed like it; ``tasks`` are the attacked
+keys. ``fgsm`` takes no ``steps``/``step_size``/``random_start``/``generator``. See
+``docs/attacks.md`` for the algorithms, WGD's derivation and the metrics' conventions.
+"""
+
+from __future__ import annotations
+
+from attacks.apgd import apgd
+from attacks.fgsm import fgsm
+from attacks.mim import mim
+from attacks.pgd import pgd
+from attacks.projection import NORMS, dual_norm, lp_norm, project
+from attacks.registry import (
+    ATTACKS,
+    DEFAULT_ATTACKS,
+    AttackSpec,
+    get_attack,
+    parse_attacks,
+    parse_eps,
+    register_attack,
+    run_attack,
+)
+from attacks.wgd import wgd
+
+__all__ = [
+    "ATTACKS",
+    "DEFAULT_ATTACKS",
+    "NORMS",
+    "AttackSpec",
+    "apgd",
+    "dual_norm",
+    "evaluate_robustness",
+    "fgsm",
+    "get_attack",
+    "lp_norm",
+    "mim",
+    "parse_attacks",
+    "parse_eps",
+    "pgd",
+    "project",
+    "register_attack",
+    "run_attack",
+    "wgd",
+]
+
+
+def __getattr__(name: str):
+    """Import :func:`attacks.evaluate.evaluate_robustness` lazily (it needs pandas)."""
+    if name == "evaluate_robustness":
+        from attacks.evaluate import evaluate_robustness
+
+        return evaluate_robustness
+    raise AttributeError(f"module 'attacks' has no attribute {name!r}")

@@ -1,1 +1,72 @@
-"""models."""
+"""Multi-task models: encoders, decoders, the hard-sharing model, loss weighting, training,
+checkpoints. See docs/models.md."""
+
+from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
+from models.decoders import Decoder, decoder_widths
+from models.device import resolve_device
+from models.encoders import (
+    ENCODERS,
+    EncoderSpec,
+    MissingExtraError,
+    build_encoder,
+    get_encoder,
+    register_encoder,
+)
+from models.mtl import DEFAULT_DECODER_WIDTH, MultiTaskModel, build_model
+from models.train import (
+    SCHEDULES,
+    EpochRecord,
+    NonFiniteLossError,
+    Schedule,
+    evaluate,
+    precise_batchnorm,
+    records_frame,
+    train,
+)
+from models.weighting import (
+    OPTIMAL_AUX_WEIGHTS,
+    WEIGHTINGS,
+    GradNormWeighting,
+    LossWeighting,
+    StaticWeighting,
+    UncertaintyWeighting,
+    WeightingSpec,
+    make_weighting,
+    static_weights,
+)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "DEFAULT_DECODER_WIDTH",
+    "ENCODERS",
+    "OPTIMAL_AUX_WEIGHTS",
+    "SCHEDULES",
+    "WEIGHTINGS",
+    "Decoder",
+    "EncoderSpec",
+    "EpochRecord",
+    "GradNormWeighting",
+    "LossWeighting",
+    "MissingExtraError",
+    "MultiTaskModel",
+    "NonFiniteLossError",
+    "Schedule",
+    "StaticWeighting",
+    "UncertaintyWeighting",
+    "WeightingSpec",
+    "build_encoder",
+    "build_model",
+    "decoder_widths",
+    "evaluate",
+    "get_encoder",
+    "load_checkpoint",
+    "make_weighting",
+    "precise_batchnorm",
+    "read_checkpoint",
+    "records_frame",
+    "register_encoder",
+    "resolve_device",
+    "save_checkpoint",
+    "static_weights",
+    "train",
+]

@@ -1,0 +1,103 @@
+"""``rts analyze RUN``: correlate every surrogate with the target (Table 3) and score rankings.
+
+Prints the Table-3-style table (Pearson, Spearman and Kendall with p-values and bootstrap
+intervals, plus the decision metrics: top-1 hit, top-k overlap, regret, compute saved) and writes
+the full-precision table to ``RUN/analysis.csv`` and ``RUN/analysis.parquet`` (atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Declare ``rts analyze``."""
+    p = subparsers.add_parser(
+        "analyze",
+        help="correlate surrogates with the target and score their rankings",
+        description=(
+            "Correlate every registered surrogate of a finished `rts search` run with its target "
+            "(worst-case main-task relative vulnerability after full training and strong "
+            "attacks), and say whether ranking by the surrogate would have found the most "
+            "robust combination. Writes RUN/analysis.csv and RUN/analysis.parquet."
+        ),
+    )
+    p.add_argument("run", type=Path, help="run folder of `rts search` (runs/<name>)")
+    p.add_argument(
+        "--surrogates",
+        default=None,
+        help="comma-separated surrogates or families (default: all), e.g. vuln,clean_error",
+    )
+    p.add_argument(
+        "-k",
+        "--top-k",
+        type=int,
+        default=None,
+        dest="k",
+        help="k of the top-k overlap and of the compute-saved estimate "
+        "(default: the run's stage2.top_k, else 3; capped at n-1)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=999,
+        help="bootstrap resamples of the confidence intervals (default 999)",
+    )
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="confidence level of the intervals (default 0.95)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Analyse the run, print the table, write ``analysis.csv`` / ``analysis.parquet``."""
+    from search.analysis import analyze, combinations, format_analysis, load_run
+    from tasks.io import atomic_path
+
+    data = load_run(args.run)
+    names = (
+        [s.strip() for s in args.surrogates.split(",") if s.strip()] if args.surrogates else None
+    )
+    table = analyze(
+        data,
+        surrogates=names,
+        k=args.k,
+        n_resamples=args.resamples,
+        seed=args.seed,
+        confidence=args.confidence,
+    )
+    combos = combinations(data)
+    n_target = int(combos["target"].notna().sum()) if len(combos) else 0
+    print(
+        f"{args.run}: {len(data.trials)} trials, {len(combos)} combinations, "
+        f"{n_target} with a target"
+    )
+    if len(table):
+        print(f"target: {table['target'].iloc[0]}")
+        print(f"surrogates read from: {table['surrogate_source'].iloc[0]}")
+    print()
+    print(format_analysis(table))
+    shared = set(table["note"]) if len(table) else set()
+    if len(shared) == 1 and next(iter(shared)):
+        print(f"\nnote (every surrogate): {shared.pop()}")
+    else:
+        notes = [f"  {r.surrogate}: {r.note}" for r in table.itertuples() if r.note]
+        if notes:
+            print("\nnotes:")
+            print("\n".join(notes))
+    for note in data.notes:
+        print(f"note: {note}")
+    csv_path = args.run / "analysis.csv"
+    pq_path = args.run / "analysis.parquet"
+    with atomic_path(csv_path) as tmp:
+        table.to_csv(tmp, index=False)
+    with atomic_path(pq_path) as tmp:
+        table.to_parquet(tmp, index=False)
+    print(f"\nwrote {csv_path} and {pq_path}")
+    return 0

@@ -1,0 +1,250 @@
+"""``rts attack RUN_OR_CHECKPOINT``: attack a trained model with an ensemble, per task.
+
+Loads the checkpoint (a file, or a run folder holding ``last.pt`` / ``epoch_XXX.pt``), the
+validation split of the data it was trained on (its ``data`` meta; ``--data`` overrides it), runs
+:func:`attacks.evaluate.evaluate_robustness` and prints the table. The full table is written
+atomically to ``attack.parquet`` in the run folder (or ``--out``), the resolved settings to
+``attack.json`` beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+OUTPUT = "attack.parquet"
+SETTINGS = "attack.json"
+SHOWN = (
+    "attack",
+    "attacked",
+    "task",
+    "clean_error",
+    "adv_error",
+    "relative_vulnerability",
+    "adv_vulnerability",
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Declare ``rts attack``."""
+    p = subparsers.add_parser(
+        "attack",
+        help="attack a trained model and report per-task vulnerability",
+        description=(
+            "Attack a trained multi-task model with one or more attacks on one or more attacked "
+            "task sets, and report each task's clean and adversarial error, its relative "
+            "vulnerability and the adversarial vulnerability. The 'worst' rows are the "
+            f"per-image worst case over the attacks. Writes {OUTPUT} (and {SETTINGS}) to the "
+            "run folder or --out."
+        ),
+    )
+    p.add_argument("checkpoint", type=Path, help="checkpoint file or run folder (with last.pt)")
+    p.add_argument(
+        "--attack",
+        default="pgd,apgd,wgd",
+        help="comma-separated attacks: fgsm, pgd, mim, apgd, wgd (default pgd,apgd,wgd)",
+    )
+    p.add_argument("--eps", default="8/255", help="budget in [0,1] pixel units (default 8/255)")
+    p.add_argument("--steps", type=int, default=25, help="steps of each attack (default 25)")
+    p.add_argument("--norm", default="linf", help="linf, l2 or the compat l2-batch (default linf)")
+    p.add_argument(
+        "--step-size", default=None, help="step size (default: each attack's own, see docs)"
+    )
+    p.add_argument(
+        "--tasks",
+        default=None,
+        help="attacked task sets, comma-separated, e.g. 's,sd' (default: all the model's tasks)",
+    )
+    p.add_argument(
+        "--eval-tasks", default=None, help="tasks to report (default: all the model's tasks)"
+    )
+    p.add_argument(
+        "--weights", default=None, help="attack weights, e.g. 's=1,d=0.1' (default uniform)"
+    )
+    p.add_argument("--gamma", type=float, default=None, help="WGD's exponent γ (default 1)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per attack call (16)")
+    p.add_argument("--n", type=int, default=None, help="attack only the first N images")
+    p.add_argument(
+        "--split", choices=("val", "train"), default="val", help="data split (default val)"
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="data source ('synthetic' or a Taskonomy folder); default: the checkpoint's",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: run folder)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A checkpoint file: ``path`` itself, or in a run folder ``last.pt`` / the latest epoch."""
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint or run folder at {path}")
+    if (path / "last.pt").is_file():
+        return path / "last.pt"
+    epochs = sorted(path.glob("epoch_*.pt"))
+    if epochs:
+        return epochs[-1]
+    found = sorted(p.name for p in path.glob("*.pt"))
+    raise ValueError(
+        f"run folder {str(path)!r} has no last.pt or epoch_XXX.pt"
+        + (f" (it has {', '.join(found)}; pass one of them)" if found else "")
+    )
+
+
+def parse_weights(text: str | None) -> dict[str, float] | None:
+    """``"s=1,d=0.1"`` → ``{"s": 1.0, "d": 0.1}``."""
+    if text is None:
+        return None
+    out = {}
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"--weights takes task=weight pairs such as 's=1,d=0.1', got {text!r}"
+            ) from None
+    return out
+
+
+def check_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate the cheap arguments before loading anything; the parsed values."""
+    from attacks.projection import COMPAT_NORMS, NORMS
+    from attacks.registry import get_attack, parse_attacks, parse_eps
+
+    attacks = parse_attacks(args.attack)
+    eps = parse_eps(args.eps)
+    if args.norm not in NORMS + COMPAT_NORMS:
+        raise ValueError(
+            f"unknown norm {args.norm!r}; choose from {', '.join(NORMS + COMPAT_NORMS)}"
+        )
+    for name in attacks:
+        if args.norm not in get_attack(name).norms:
+            raise ValueError(
+                f"attack {name!r} does not support norm {args.norm!r}; it supports "
+                f"{', '.join(get_attack(name).norms)}"
+            )
+    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise ValueError(f"{flag} must be >= 1, got {value}")
+    if args.n is not None and args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    step_size = None
+    if args.step_size is not None:
+        step_size = _positive(args.step_size, "--step-size")
+    if args.gamma is not None and not args.gamma >= 0:
+        raise ValueError(f"--gamma must be >= 0, got {args.gamma}")
+    options = {"wgd": {"gamma": args.gamma}} if args.gamma is not None and "wgd" in attacks else {}
+    return {
+        "attacks": attacks,
+        "eps": eps,
+        "step_size": step_size,
+        "weights": parse_weights(args.weights),
+        "options": options,
+    }
+
+
+def _positive(text: str, flag: str) -> float:
+    try:
+        num, _, den = text.partition("/")
+        value = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{flag} must be a positive number or fraction like 2/255, got {text!r}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Attack, print the table, write ``attack.parquet`` and ``attack.json``."""
+    parsed = check_args(args)
+    ckpt = resolve_checkpoint(args.checkpoint)
+
+    import dataclasses
+
+    from tqdm.auto import tqdm
+
+    from attacks.evaluate import evaluate_robustness, parse_task_sets
+    from models import load_checkpoint, resolve_device
+    from tasks.data import DataSpec, load_data
+    from tasks.io import atomic_path, atomic_write_text
+
+    device = resolve_device(args.device)
+    model, meta = load_checkpoint(ckpt, map_location=device)
+    sets = parse_task_sets(args.tasks, model.tasks)
+    for keys in sets:
+        missing = [k for k in keys if k not in model.tasks]
+        if missing:
+            raise ValueError(
+                f"attacked task(s) {', '.join(missing)} not in the model; "
+                f"the model has tasks {', '.join(model.tasks)}"
+            )
+    spec_fields = meta.get("data") if isinstance(meta.get("data"), dict) else {}
+    spec = DataSpec(**spec_fields)
+    if args.data is not None:
+        spec = dataclasses.replace(spec, source=args.data)
+    train_set, val_set = load_data(spec, model.tasks)
+    data = val_set if args.split == "val" else train_set
+    if len(data) == 0:
+        raise ValueError(f"the {args.split} split of {spec.source!r} is empty")
+    total = min(len(data), args.n) if args.n else len(data)
+
+    with tqdm(total=total, unit="img", desc="attack", disable=args.no_progress) as bar:
+        table = evaluate_robustness(
+            model,
+            data,
+            parsed["attacks"],
+            ["".join(k) for k in sets],
+            eps=parsed["eps"],
+            steps=args.steps,
+            norm=args.norm,
+            step_size=parsed["step_size"],
+            weights=parsed["weights"],
+            eval_tasks=args.eval_tasks,
+            batch_size=args.batch_size,
+            limit=args.n,
+            seed=args.seed,
+            attack_options=parsed["options"],
+            progress=bar.update,
+        )
+    out_dir = args.out if args.out is not None else ckpt.parent
+    with atomic_path(out_dir / OUTPUT) as tmp:
+        table.to_parquet(tmp, index=False)
+    settings = {
+        "checkpoint": str(ckpt),
+        "attacks": list(parsed["attacks"]),
+        "eps": parsed["eps"],
+        "steps": args.steps,
+        "norm": args.norm,
+        "step_size": parsed["step_size"],
+        "tasks": ["".join(k) for k in sets],
+        "eval_tasks": args.eval_tasks,
+        "weights": parsed["weights"],
+        "attack_options": parsed["options"],
+        "split": args.split,
+        "n": total,
+        "data": dataclasses.asdict(spec),
+        "seed": args.seed,
+        "device": str(device),
+    }
+    atomic_write_text(out_dir / SETTINGS, json.dumps(settings, indent=2) + "\n")
+    print(
+        f"{ckpt}: {total} {args.split} images, eps={args.eps} ({parsed['eps']:.5f}), "
+        f"{args.norm}, {args.steps} steps"
+    )
+    print(table[list(SHOWN)].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"wrote {out_dir / OUTPUT}")
+    return 0

@@ -1,0 +1,119 @@
+"""``rts search CONFIG [key=value ...]``: run (or resume) the two-stage robustness search.
+
+Examples::
+
+    rts search configs/quickstart.yaml
+    rts search configs/quickstart.yaml search.n_trials=16 attack.eps=4/255 --dry-run
+    rts search configs/my.yaml --address auto --storage /shared/rts
+
+The config is validated completely before anything starts: a bad key or value is one line
+``rts: error: search.encoders[1]: unknown encoder 'resnet19'; choose from ...`` and exit 2.
+Running the same command again resumes an interrupted search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Declare ``rts search`` and its arguments."""
+    p = subparsers.add_parser(
+        "search",
+        help="search the auxiliary tasks, weights and encoder that make the main task robust",
+        description=(
+            "Two-stage search: Optuna proposes candidates through Ray Tune, a cheap surrogate "
+            "stage prunes them with ASHA, the best are trained in full and attacked with "
+            "PGD, APGD and WGD. Results go to <storage>/<name>/; rerun to resume."
+        ),
+    )
+    p.add_argument("config", help="YAML config (see configs/quickstart.yaml)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. search.n_trials=64 attack.eps=4/255",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the search space size, the stages and the estimated trial count, then exit",
+    )
+    p.add_argument(
+        "--storage",
+        default="runs",
+        help="folder that holds <name>/ (default: runs); a shared path on a cluster",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join a Ray cluster: 'auto' or 'ray://host:10001' (default: start Ray locally)",
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    p.add_argument("--trial-fn", default=None, help=argparse.SUPPRESS)  # tests: module:factory
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Validate the config, then print the plan (``--dry-run``) or run the search."""
+    from search.config import load_config, resolve
+    from search.run import (
+        SearchInterrupted,
+        check_ray_args,
+        format_plan,
+        plan_search,
+        run_dir,
+        run_search,
+    )
+
+    cfg = resolve(load_config(args.config, args.overrides))
+    check_ray_args(args.address, args.num_cpus)
+    paths = run_dir(cfg, args.storage)
+    if args.dry_run:
+        print(format_plan(cfg, plan_search(cfg)))
+        print(f"results would go to {paths.root}")
+        return 0
+    trial_fn = _load_trial_fn(args.trial_fn) if args.trial_fn else None
+    import optuna
+
+    if not getattr(args, "verbose", 0):
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        outcome = run_search(
+            cfg,
+            storage=args.storage,
+            address=args.address,
+            num_cpus=args.num_cpus,
+            trial_fn=trial_fn,
+            echo=_echo,
+        )
+    except SearchInterrupted as exc:
+        print(f"rts: interrupted: {exc}", file=sys.stderr)
+        return 130
+    from search.results import format_summary
+
+    print()
+    print(format_summary(outcome.summary, outcome.paths.root))
+    print(
+        "Tables: trials.parquet (one row per trial), history.parquet (per epoch), "
+        "attacks.parquet (stage-2 attacks), summary.md"
+    )
+    root = outcome.paths.root
+    print(f"Report: rts report {root}   (surrogate correlations: rts analyze {root})")
+    return 0
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def _load_trial_fn(spec: str) -> Any:
+    """``module:factory`` → ``factory()`` (a trial function; used by tests)."""
+    module, _, name = spec.partition(":")
+    if not module or not name:
+        raise ValueError(f"--trial-fn must be module:factory, got {spec!r}")
+    return getattr(importlib.import_module(module), name)()

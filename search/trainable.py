@@ -1,0 +1,85 @@
+"""The Ray Tune function trainable: trial config → :class:`TrialSpec` → a plain trial function.
+
+Ray stays here. The trainable decodes the trial's config into a frozen spec, restores the last
+checkpoint folder if Ray resumes the trial, and hands the trial function a
+:class:`~search.trial.TrialSession` whose ``report`` turns each epoch's metrics into
+``ray.tune.report`` (with a checkpoint folder when the trial wrote its state). It also adds where
+the trial ran (``node_id``, ``hostname``), and fails the trial with
+:class:`~search.trial.TrialDiverged` when a loss or metric is not finite.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from search.config import SearchConfig
+from search.space import decode
+from search.trial import TrialDiverged, TrialFn, TrialSession, WriteCheckpoint, build_spec
+
+CHECKED_METRICS = ("train_loss", "clean_error", "vuln")
+"""Metrics that must be finite: a NaN or inf in one of them fails the trial as diverged."""
+
+
+def make_trainable(trial_fn: TrialFn, cfg: SearchConfig, stage: int) -> Any:
+    """The Ray function trainable of ``stage``, with the trial's resources attached."""
+    from ray import tune
+
+    fn = tune.with_parameters(ray_trial, trial_fn=trial_fn, cfg=cfg, stage=stage)
+    resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
+    return tune.with_resources(fn, resources)
+
+
+def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, stage: int) -> None:
+    """The body of every Ray trial (see the module docstring)."""
+    import ray
+    from ray import tune
+
+    candidate = decode(config.get("candidate", config))
+    spec = build_spec(cfg, candidate, stage)
+    _set_threads(spec.threads)
+    node_id = ray.get_runtime_context().get_node_id()
+    host = socket.gethostname()
+    with tempfile.TemporaryDirectory(prefix="rts-resume-") as tmp:
+        resume_dir = None
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            resume_dir = Path(tmp)
+            checkpoint.to_directory(str(resume_dir))
+
+        def report(metrics: Mapping[str, Any], write_checkpoint: WriteCheckpoint | None = None):
+            out = dict(metrics)
+            check_finite(out)
+            out.update(node_id=node_id, hostname=host)
+            if write_checkpoint is None:
+                tune.report(out)
+                return
+            with tempfile.TemporaryDirectory(prefix="rts-ckpt-") as ckpt_dir:
+                write_checkpoint(Path(ckpt_dir))
+                tune.report(out, checkpoint=tune.Checkpoint.from_directory(ckpt_dir))
+
+        trial_fn(spec, TrialSession(tune.get_context().get_trial_id(), report, resume_dir))
+
+
+def check_finite(metrics: Mapping[str, Any]) -> None:
+    """Raise :class:`TrialDiverged` if a metric of :data:`CHECKED_METRICS` is NaN or infinite."""
+    for key in CHECKED_METRICS:
+        value = metrics.get(key)
+        if isinstance(value, int | float) and not math.isfinite(value):
+            epoch = metrics.get("epoch", "?")
+            raise TrialDiverged(f"diverged: {key}={value} at epoch {epoch}")
+
+
+def _set_threads(threads: int) -> None:
+    """Give torch the trial's CPUs, not the whole machine's (if torch is loaded already; a trial
+    that imports it later sets its threads itself)."""
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)

@@ -1,0 +1,306 @@
+"""One trial of the search, without Ray: what it trains (:class:`TrialSpec`) and how it talks back.
+
+A trial function has the signature ``trial_fn(spec, session) -> None``: it trains ``spec``
+epoch by epoch and calls ``session.report(metrics, write_checkpoint)`` after every epoch. Ray
+stays at the edge (:mod:`search.trainable` builds the session from ``ray.tune``), so trial
+functions run and test without Ray. :func:`run_trial` is the real one (models + attacks);
+:mod:`search.trial_fake` has cheap stand-ins for orchestration tests and overhead benchmarks.
+
+Every trial of a search uses the same seed for data order, initialisation and attack noise, and
+is attacked on the same validation images: common random numbers, so two trials differ by their
+configuration and not by luck, which is what makes early (stage-1) rankings predictive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from search.config import AttackConfig, DataConfig, SearchConfig
+from search.space import Candidate
+from tasks.registry import canonical_tasks
+
+log = logging.getLogger(__name__)
+
+WriteCheckpoint = Callable[[Path], None]
+"""Writes a trial's resumable state into the given (empty) folder."""
+
+
+class TrialDiverged(RuntimeError):
+    """A trial produced a non-finite loss or metric; it is recorded as failed."""
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one trial needs, as primitives (it crosses Ray and is stored with results).
+
+    Attributes:
+        stage: 1 (surrogate: cheap attack after every epoch) or 2 (target: attack ensemble at
+            the end).
+        candidate: the configuration under test (tasks, weights, target encoder).
+        encoder: the encoder this trial trains (the surrogate in stage 1).
+        epochs: epochs to train (the stage's budget; ASHA may stop stage 1 earlier).
+        decoder_width: decoder width, ``None`` = the model default.
+        batch_size: training batch size.
+        lr: learning rate.
+        data: the data spec.
+        attack: the attack settings (eps, norm, step size, attacked tasks, images, aggregate).
+        attacks: attacks run by this trial (stage 1: the cheap one; stage 2: the ensemble).
+        attack_steps: steps of each attack.
+        seed: seed of data order, initialisation and attack noise (the same in every trial).
+        device: ``auto``, ``cpu`` or ``cuda[:i]``.
+        threads: torch CPU threads (the trial's CPUs).
+        data_tasks: tasks whose labels are loaded (main + the whole pool), so that every trial
+            of a worker process shares one copy of the data; ``""`` = :attr:`tasks`.
+    """
+
+    stage: int
+    candidate: Candidate
+    encoder: str
+    epochs: int
+    decoder_width: int | None
+    batch_size: int
+    lr: float
+    data: DataConfig
+    attack: AttackConfig
+    attacks: tuple[str, ...]
+    attack_steps: int
+    seed: int
+    device: str = "auto"
+    threads: int = 1
+    data_tasks: str = ""
+
+    @property
+    def tasks(self) -> str:
+        """The tasks the model is trained on (registry order)."""
+        return self.candidate.tasks
+
+    @property
+    def main(self) -> str:
+        """The main task."""
+        return self.candidate.main
+
+
+class Reporter(Protocol):
+    """``report(metrics, write_checkpoint=None)``: one epoch's metrics and optional state."""
+
+    def __call__(
+        self, metrics: Mapping[str, Any], write_checkpoint: WriteCheckpoint | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class TrialSession:
+    """How a trial function talks to whatever runs it.
+
+    Attributes:
+        trial_id: the runner's id of this trial.
+        report: called once per epoch with the metrics (``epoch`` included) and a function that
+            writes the resumable state; may stop the trial by raising (Ray does when ASHA prunes).
+        resume_dir: the folder of the last state written, when the trial is resumed, else None.
+    """
+
+    trial_id: str
+    report: Reporter
+    resume_dir: Path | None = None
+
+
+TrialFn = Callable[[TrialSpec, TrialSession], None]
+
+
+def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec:
+    """The spec of ``candidate`` in ``stage`` under ``cfg``."""
+    if stage == 1:
+        st = cfg.stage1
+        encoder = candidate.encoder if st.encoder == "same" else st.encoder
+        attacks, steps = (cfg.attack.cheap,), cfg.attack.cheap_steps
+    elif stage == 2:
+        st = cfg.stage2
+        encoder = candidate.encoder
+        attacks, steps = tuple(cfg.attack.ensemble), cfg.attack.steps
+    else:
+        raise ValueError(f"stage must be 1 or 2, got {stage}")
+    return TrialSpec(
+        stage=stage,
+        candidate=candidate,
+        encoder=encoder,
+        epochs=st.epochs,
+        decoder_width=st.decoder_width,
+        batch_size=st.batch_size,
+        lr=st.lr,
+        data=cfg.data,
+        attack=cfg.attack,
+        attacks=attacks,
+        attack_steps=steps,
+        seed=cfg.search.seed,
+        device=cfg.resources.device,
+        threads=max(1, int(cfg.resources.cpus_per_trial)),
+        data_tasks=canonical_tasks(candidate.main + cfg.pool),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# The real trial: models.train with a report after every epoch, attacks.evaluate_robustness
+
+_DATA_CACHE: dict[tuple, tuple[Any, Any]] = {}
+
+
+def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
+    """Train and validation sets with the labels of ``spec.data_tasks``, loaded once per
+    process (a reused Ray actor runs many trials of the same search)."""
+    from tasks.data import DataSpec, load_data
+
+    tasks = spec.data_tasks or spec.tasks
+    key = (spec.data, tasks)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        data_spec = DataSpec(**dataclasses.asdict(spec.data))  # DataConfig has its fields
+        _DATA_CACHE[key] = load_data(data_spec, tasks, workers=spec.threads)
+    return _DATA_CACHE[key]
+
+
+def run_trial(spec: TrialSpec, session: TrialSession) -> None:
+    """Train ``spec`` epoch by epoch and report clean and adversarial metrics after each.
+
+    Every epoch reports the weighted training loss, the clean error ``f_i`` of every task on the
+    validation split (``clean_<task>``; ``clean_error`` = the main task's) and the resumable
+    state (``last.pt`` of :func:`models.train`). Stage 1 also runs the cheap attack after every
+    epoch, and once before training (epoch 0); stage 2 runs the attack ensemble after the last
+    epoch. Attacks use the first ``attack.images`` validation images and the search seed, so
+    every trial is attacked on the same images with the same random starts.
+
+    Reported attack metrics: ``vuln`` (the main task's relative vulnerability under the
+    stage's attack, the ensemble aggregated per ``attack.aggregate``), ``vuln_<attack>`` (per
+    attack), ``rv_<task>`` (every task's relative vulnerability under the aggregate),
+    ``grad_bound`` (Lemma 2's first-order bound ``eps·E‖∂x L'‖_q``, no attack) and, in stage 2,
+    ``attack_rows`` (the full ``evaluate_robustness`` table as JSON).
+    """
+    import torch
+
+    from models import (
+        DEFAULT_DECODER_WIDTH,
+        SCHEDULES,
+        WeightingSpec,
+        build_model,
+        resolve_device,
+        train,
+    )
+    from models import evaluate as clean_evaluate
+
+    torch.set_num_threads(spec.threads)
+    device = resolve_device(spec.device)
+    train_set, val_set = _datasets(spec)
+    probe = val_set.subset(list(range(min(len(val_set), spec.attack.images))))
+    width = spec.decoder_width or DEFAULT_DECODER_WIDTH
+    model = build_model(spec.encoder, spec.tasks, decoder_width=width, seed=spec.seed).to(device)
+    weights = spec.candidate.weight_map
+    schedule = dataclasses.replace(SCHEDULES["code"], lr=spec.lr).scaled(spec.epochs)
+    resume = None
+    if session.resume_dir is not None and (session.resume_dir / "last.pt").exists():
+        resume = session.resume_dir / "last.pt"
+
+    with tempfile.TemporaryDirectory(prefix="rts-trial-") as work:
+        out_dir = Path(work)
+
+        def write_state(folder: Path) -> None:
+            shutil.copy2(out_dir / "last.pt", folder / "last.pt")
+
+        if resume is None and spec.stage == 1:
+            _, errors = clean_evaluate(model, val_set, batch_size=spec.batch_size)
+            metrics = {"epoch": 0, **_clean_metrics(errors, spec.main)}
+            metrics.update(attack_metrics(model, probe, spec))
+            session.report(metrics)
+
+        def on_epoch(record: Any) -> bool:
+            metrics: dict[str, Any] = {
+                "epoch": record.epoch,
+                "lr": record.lr,
+                "train_loss": sum(
+                    weights[k] * v for k, v in record.train_loss.items() if weights.get(k)
+                ),
+                **_clean_metrics(record.val_error, spec.main),
+            }
+            if spec.stage == 1 or record.epoch == spec.epochs:
+                metrics.update(attack_metrics(model, probe, spec))
+            session.report(metrics, write_state)
+            return True
+
+        train(
+            model,
+            train_set,
+            val_set,
+            WeightingSpec("manual", weights=weights),
+            schedule,
+            device,
+            on_epoch,
+            epochs=spec.epochs,
+            batch_size=spec.batch_size,
+            seed=spec.seed,
+            out_dir=out_dir,
+            resume_from=resume,
+            meta={"search_stage": spec.stage, "main": spec.main},
+        )
+
+
+def _clean_metrics(errors: Mapping[str, float], main: str) -> dict[str, float]:
+    out = {f"clean_{k}": float(v) for k, v in errors.items()}
+    out["clean_error"] = float(errors[main])
+    return out
+
+
+def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
+    """Attack ``probe`` with the trial's attack(s); the reported metrics (see :func:`run_trial`)."""
+    from attacks.evaluate import WORST, evaluate_robustness
+    from attacks.metrics import first_order_vulnerability, input_gradients
+
+    a = spec.attack
+    attacked = spec.main if a.target == "main" else spec.tasks
+    table = evaluate_robustness(
+        model,
+        probe,
+        list(spec.attacks),
+        attacked,
+        eps=a.eps,
+        steps=spec.attack_steps,
+        norm=a.norm,
+        step_size=a.step_size,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+    )
+    out: dict[str, Any] = {}
+    per_attack = {}
+    for name in spec.attacks:
+        row = table[(table["attack"] == name) & (table["task"] == spec.main)]
+        per_attack[name] = float(row["relative_vulnerability"].iloc[0])
+        out[f"vuln_{name}"] = per_attack[name]
+    if len(spec.attacks) == 1:
+        agg_name = spec.attacks[0]
+    elif a.aggregate == "worst":
+        agg_name = WORST
+    else:
+        agg_name = ""
+    if agg_name:
+        rows = table[table["attack"] == agg_name]
+        out.update({f"rv_{r.task}": float(r.relative_vulnerability) for r in rows.itertuples()})
+        out["vuln"] = out[f"rv_{spec.main}"]
+    else:  # mean over the attacks, per task
+        means = table[table["attack"] != WORST].groupby("task")["relative_vulnerability"].mean()
+        out.update({f"rv_{k}": float(v) for k, v in means.items()})
+        out["vuln"] = float(sum(per_attack.values()) / len(per_attack))
+    x, y = next(iter(probe.batches(min(len(probe), 32))))
+    device = next(model.parameters()).device
+    x = x.to(device)
+    y = {k: v.to(device) for k, v in y.items()}
+    grads = input_gradients(model, x, y, attacked)
+    bound = first_order_vulnerability(grads, eps=a.eps, norm=a.norm)
+    out["grad_bound"] = float(bound) if math.isfinite(float(bound)) else math.nan
+    if spec.stage == 2:
+        out["attack_rows"] = table.to_json(orient="records")
+    return out

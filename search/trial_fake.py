@@ -1,0 +1,153 @@
+"""Cheap stand-ins for the real trial: deterministic metrics from the configuration, no torch.
+
+They exercise the whole orchestration (Ray Tune, Optuna, ASHA, resume, failures, the two
+stages, the results table) in seconds, and measure the search's own overhead per trial. The
+metrics follow a known oracle: each auxiliary task ``k`` moves the main task's vulnerability by
+``MARGINAL[k]`` (scaled by its weight relative to the main task), every epoch of training
+lowers it by the same amount for every configuration, so rankings are the same at every epoch
+and the best configuration of a space is known in closed form (:func:`fake_vulnerability`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from search.space import Candidate
+from search.trial import TrialSession, TrialSpec
+
+MARGINAL = {
+    "s": -0.20,
+    "d": 0.10,
+    "D": -0.05,
+    "n": 0.15,
+    "k": -0.10,
+    "K": 0.05,
+    "e": 0.20,
+    "E": -0.15,
+    "p": 0.08,
+    "r": -0.02,
+    "A": 0.12,
+}
+"""Marginal vulnerability of each auxiliary task in the fake oracle (negative = more robust)."""
+
+ENCODER_FACTOR = {"resnet18": 1.0, "resnet34": 1.05, "resnet50": 1.1}
+"""Multiplicative vulnerability factor of an encoder in the fake oracle (others: 1.0)."""
+
+
+def fake_vulnerability(candidate: Candidate, encoder: str, epoch: int | None = None) -> float:
+    """The fake main-task vulnerability of ``candidate`` trained on ``encoder``.
+
+    ``epoch=None`` is the converged value; after ``epoch`` epochs it is that plus ``0.3/epoch``
+    (epoch 0, before training, is 2.0 for every configuration).
+    """
+    if epoch == 0:
+        return 2.0
+    w = candidate.weight_map
+    base = 1.0 + sum(MARGINAL[k] * w[k] / w[candidate.main] for k in candidate.aux)
+    base *= ENCODER_FACTOR.get(encoder, 1.0)
+    return base + (0.3 / epoch if epoch else 0.0)
+
+
+def fake_clean_error(candidate: Candidate, epoch: int | None = None) -> float:
+    """Fake clean error: falls with training and rises with every auxiliary (a trade-off)."""
+    e = 1.0 if epoch == 0 else 0.2 + 0.05 * len(candidate.aux)
+    return e + (0.2 / epoch if epoch else 0.0)
+
+
+@dataclass(frozen=True)
+class FakeTrial:
+    """A trial function with fake metrics (see the module docstring).
+
+    Attributes:
+        sleep_s: seconds slept per epoch (simulated training).
+        fail_on: auxiliary task; a trial training it raises ``RuntimeError`` at epoch 1.
+        nan_on: auxiliary task; a trial training it reports a NaN loss at epoch 1.
+        log_path: file that gets one JSON line per event (``start``, ``epoch``), to check what
+            ran, resumed or stopped.
+    """
+
+    sleep_s: float = 0.0
+    fail_on: str | None = None
+    nan_on: str | None = None
+    log_path: str | None = None
+
+    def __call__(self, spec: TrialSpec, session: TrialSession) -> None:
+        """Report ``spec.epochs`` epochs of fake metrics, resuming from the last state."""
+        cand = spec.candidate
+        start = 0
+        if session.resume_dir is not None:
+            state = json.loads((session.resume_dir / "state.json").read_text())
+            start = int(state["epoch"])
+        self._log(session.trial_id, "start", start, spec)
+        if start == 0 and spec.stage == 1:
+            session.report(self._metrics(spec, 0), _state_writer(0))
+        for epoch in range(start + 1, spec.epochs + 1):
+            if self.sleep_s:
+                time.sleep(self.sleep_s)
+            if self.fail_on is not None and self.fail_on in cand.aux:
+                raise RuntimeError(f"injected fault: auxiliary task {self.fail_on!r}")
+            metrics = self._metrics(spec, epoch)
+            if self.nan_on is not None and self.nan_on in cand.aux:
+                metrics["train_loss"] = math.nan
+            self._log(session.trial_id, "epoch", epoch, spec)
+            session.report(metrics, _state_writer(epoch))
+
+    def _metrics(self, spec: TrialSpec, epoch: int) -> dict[str, Any]:
+        cand = spec.candidate
+        vuln = fake_vulnerability(cand, spec.encoder, epoch)
+        clean = fake_clean_error(cand, epoch)
+        out: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": 1.0 / (1 + epoch),
+            "clean_error": clean,
+            "vuln": vuln,
+        }
+        for k in cand.tasks:
+            out[f"clean_{k}"] = clean
+        if spec.stage == 2 and epoch == spec.epochs:
+            rows = []
+            for i, name in enumerate(spec.attacks):
+                v = vuln * (1.0 - 0.05 * i)
+                out[f"vuln_{name}"] = v
+                rows.append(
+                    {"attack": name, "attacked": cand.main, "task": cand.main, "rel_vuln": v}
+                )
+            out["vuln"] = max(out[f"vuln_{name}"] for name in spec.attacks)
+            out["attack_rows"] = json.dumps(rows)
+        elif spec.stage == 2:
+            del out["vuln"]  # stage 2 attacks only the final model
+        return out
+
+    def _log(self, trial_id: str, event: str, epoch: int, spec: TrialSpec) -> None:
+        if self.log_path is None:
+            return
+        line = json.dumps(
+            {
+                "trial_id": trial_id,
+                "event": event,
+                "epoch": epoch,
+                "stage": spec.stage,
+                "aux": spec.candidate.aux,
+                "pid": os.getpid(),
+            }
+        )
+        with open(self.log_path, "a", encoding="utf-8") as fh:  # one short append: atomic
+            fh.write(line + "\n")
+
+
+def _state_writer(epoch: int):
+    def write(folder: Path) -> None:
+        (folder / "state.json").write_text(json.dumps({"epoch": epoch}))
+
+    return write
+
+
+def from_env() -> FakeTrial:
+    """A :class:`FakeTrial` configured by the JSON object in ``$RTS_FAKE_TRIAL`` (tests)."""
+    return FakeTrial(**json.loads(os.environ.get("RTS_FAKE_TRIAL", "{}")))

@@ -1,0 +1,181 @@
+"""APGD's schedule invariants and WGD's weighting (hand-computed values and oracles)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from attacks import apgd, pgd, wgd
+from attacks.apgd import apgd_trace, checkpoints
+from attacks.metrics import relative_vulnerability
+from attacks.objective import per_task_losses, weighted
+from attacks.wgd import attack_rate_weights
+from tasks.losses import l1_loss, mse_error
+from tests.attacks.conftest import TinyMultiTask, make_images, make_labels
+
+
+def test_checkpoints_hand_computed():
+    # N=100: k0 = 22, shrink by 3 down to 6
+    assert checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    # N=25: k0 = 5, shrink by 1 down to 1
+    assert checkpoints(25) == [5, 9, 12, 14, *range(15, 26)]
+    assert checkpoints(1) == [1]
+
+
+def _trace(model, x, y, tasks, *, steps, norm="linf", eps=8 / 255, random_start=True, seed=0):
+    return apgd_trace(
+        model,
+        x,
+        y,
+        tuple(tasks),
+        None,
+        weighted({k: 1 / len(tasks) for k in tasks}),
+        eps=eps,
+        steps=steps,
+        step_size=2 * eps,
+        norm=norm,
+        rho=0.75,
+        random_start=random_start,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_apgd_best_loss_never_decreases_and_schedule_halves(norm):
+    model = TinyMultiTask("sd")
+    x, y = make_images(4), make_labels("sd", 4)
+    steps = 25
+    x_best, loss_best, best, eta = _trace(model, x, y, "sd", steps=steps, norm=norm, eps=0.1)
+    assert len(best) == len(eta) == steps + 1
+    for before, after in itertools.pairwise(best):
+        assert (after >= before).all()  # more steps never lower the best loss
+    marks = set(checkpoints(steps))
+    for t in range(1, steps + 1):
+        ratio = eta[t] / eta[t - 1]
+        if t in marks:
+            assert set(ratio.tolist()) <= {0.5, 1.0}
+        else:
+            assert (ratio == 1).all()
+    assert (eta[-1] < eta[0]).any()  # the schedule did act on some sample
+    with torch.no_grad():
+        at_best = per_task_losses(model, x_best, y, "sd")
+    torch.testing.assert_close((at_best["s"] + at_best["d"]) / 2, loss_best, rtol=1e-5, atol=1e-6)
+
+
+def test_apgd_halves_every_checkpoint_when_stuck():
+    """Constant loss (no input dependence): never an increase, so every checkpoint halves."""
+
+    class Constant(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.b = torch.nn.Parameter(torch.zeros(1, 1, 40, 24))
+
+        def forward(self, x):
+            return {"d": self.b.expand(x.shape[0], 1, 40, 24) + 0 * x[:, :1]}
+
+    x, y = make_images(2), make_labels("d", 2)
+    with pytest.warns(RuntimeWarning, match="input gradient is zero"):
+        _, _, _, eta = _trace(Constant(), x, y, "d", steps=10, eps=0.1)
+    marks = checkpoints(10)  # [2, 4, 5, 6, ..., 10]
+    expected = 0.2
+    for t in range(1, 11):
+        if t in marks:
+            expected /= 2
+        torch.testing.assert_close(eta[t], torch.full((2,), expected))
+
+
+def test_apgd_no_random_start_is_deterministic_without_generator():
+    model = TinyMultiTask("d")
+    x, y = make_images(2), make_labels("d", 2)
+    a = apgd(model, x, y, "d", eps=0.05, steps=5, random_start=False)
+    b = apgd(model, x, y, "d", eps=0.05, steps=5, random_start=False)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_attack_rate_weights_hand_computed():
+    clean = {"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}
+    now = {"a": torch.tensor([2.0]), "b": torch.tensor([2.0])}
+    # L~ = [2, 1], mean 1.5, r = [4/3, 2/3]; r^-1 = [3/4, 3/2], mean 9/8 -> rho = [2/3, 4/3]
+    rho = attack_rate_weights(now, clean, gamma=1.0)
+    torch.testing.assert_close(rho["a"], torch.tensor([2 / 3]))
+    torch.testing.assert_close(rho["b"], torch.tensor([4 / 3]))
+    # gamma = 2: r^-2 = [9/16, 9/4], mean 45/32 -> rho = [0.4, 1.6]
+    rho = attack_rate_weights(now, clean, gamma=2.0)
+    torch.testing.assert_close(rho["a"], torch.tensor([0.4]))
+    torch.testing.assert_close(rho["b"], torch.tensor([1.6]))
+    rho = attack_rate_weights(now, clean, gamma=0.0)
+    torch.testing.assert_close(rho["a"], torch.tensor([1.0]))
+
+
+def test_attack_rate_weights_guard_undefined_task():
+    clean = {"a": torch.tensor([0.0, 1.0]), "b": torch.tensor([2.0, 1.0])}
+    now = {"a": torch.tensor([5.0, 1.0]), "b": torch.tensor([3.0, 1.0])}
+    rho = attack_rate_weights(now, clean, gamma=1.0)
+    torch.testing.assert_close(rho["a"], torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(rho["b"], torch.tensor([1.0, 1.0]))
+
+
+def test_wgd_survives_a_task_without_valid_pixels():
+    model = TinyMultiTask("dn")
+    x, y = make_images(2), make_labels("dn", 2)
+    y["d"][0] = float("nan")  # sample 0 has no valid depth pixel: clean loss 0
+    x_adv = wgd(model, x, y, "dn", eps=0.05, steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x_adv).all()
+    assert (x_adv[0] != x[0]).any()  # still attacked through n
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_single_task_wgd_moves_as_pgd(norm):
+    model = TinyMultiTask("d").double()
+    x = make_images(3, dtype=torch.float64)
+    y = make_labels("d", 3, dtype=torch.float64)
+    kw = {"eps": 0.05, "steps": 5, "norm": norm}
+    a = wgd(model, x, y, "d", generator=torch.Generator().manual_seed(3), **kw)
+    b = pgd(model, x, y, "d", generator=torch.Generator().manual_seed(3), **kw)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_wgd_gamma_zero_is_relative_weight():
+    """γ = 0 is the published RELATIVE_WEIGHT: PGD on Σ_i L_i / L_i(0) (clean reference)."""
+    model = TinyMultiTask("sd").double()
+    x = make_images(3, dtype=torch.float64)
+    y = make_labels("sd", 3, dtype=torch.float64)
+    with torch.no_grad():
+        clean = per_task_losses(model, x, y, "sd")
+    from tasks.losses import cross_entropy_loss
+
+    rel = {
+        "s": lambda p, t: cross_entropy_loss(p, t) / clean["s"],
+        "d": lambda p, t: l1_loss(p, t) / clean["d"],
+    }
+    kw = {"eps": 0.05, "steps": 4, "random_start": False}
+    a = wgd(model, x, y, "sd", gamma=0.0, **kw)
+    b = pgd(model, x, y, "sd", losses=rel, **kw)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    c = wgd(model, x, y, "sd", gamma=1.0, **kw)
+    assert not torch.allclose(a, c)  # γ matters
+
+
+def test_wgd_attacks_a_down_scaled_task_harder_than_pgd():
+    """With n's loss scaled by 0.01, PGD barely attacks n; WGD's relative weighting does."""
+    model = TinyMultiTask("dn", seed=1)
+    x, y = make_images(8, seed=1), make_labels("dn", 8, seed=1)
+    losses = {"n": lambda p, t: 0.01 * l1_loss(p, t)}
+    kw = {"eps": 4 / 255, "steps": 10, "losses": losses}
+    x_p = pgd(model, x, y, "dn", generator=torch.Generator().manual_seed(0), **kw)
+    x_w = wgd(model, x, y, "dn", generator=torch.Generator().manual_seed(0), **kw)
+    with torch.no_grad():
+        clean = mse_error(model(x)["n"], y["n"])
+        v_p = relative_vulnerability(clean, mse_error(model(x_p)["n"], y["n"]))
+        v_w = relative_vulnerability(clean, mse_error(model(x_w)["n"], y["n"]))
+    assert v_w > v_p
+    assert v_w > 0
+
+
+def test_wgd_rejects_negative_gamma():
+    model = TinyMultiTask("d")
+    x, y = make_images(1), make_labels("d", 1)
+    with pytest.raises(ValueError, match="gamma must be finite and >= 0"):
+        wgd(model, x, y, "d", eps=0.1, steps=1, gamma=-1)

@@ -1,0 +1,125 @@
+"""``rts attack``: end to end on a tiny checkpoint, and the one-line errors (exit 2)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pandas as pd
+import pytest
+import torch
+
+from search.cli import main
+
+# an untrained resnet at 16 px has dead ReLU paths: zero input gradients are expected here
+pytestmark = pytest.mark.filterwarnings("ignore:.*input gradient is zero:RuntimeWarning")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A run folder with ``last.pt``: an untrained resnet18 s+d model on 16 px synthetic data."""
+    from models import build_model, save_checkpoint
+    from tasks.data import DataSpec
+
+    folder = tmp_path_factory.mktemp("run")
+    model = build_model("resnet18", "sd", decoder_width=4, seed=0)
+    spec = DataSpec(size=16, n=8, seed=0)
+    save_checkpoint(folder / "last.pt", model, {"data": asdict(spec)})
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_attack_writes_table(run_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "attack",
+            str(run_dir),
+            "--attack",
+            "fgsm,pgd",
+            "--eps",
+            "8/255",
+            "--steps",
+            "1",
+            "--tasks",
+            "d,sd",
+            "--n",
+            "2",
+            "--batch-size",
+            "2",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "relative_vulnerability" in printed and "worst" in printed
+    df = pd.read_parquet(out / "attack.parquet")
+    # (fgsm, pgd, worst) × attacked sets (d, sd) × evaluated tasks (s, d)
+    assert len(df) == 12
+    assert set(df["attacked"]) == {"d", "sd"} and set(df["task"]) == {"s", "d"}
+    assert (df["n"] == 2).all()
+    assert df["eps"].tolist() == pytest.approx([8 / 255] * 12)
+    assert (df["adv_loss"] >= df["clean_loss"] - 1e-6).all()
+    assert (out / "attack.json").is_file()
+    assert not (run_dir / "attack.parquet").exists()
+
+
+def test_attack_defaults_to_the_run_folder(run_dir, capsys):
+    code = main(
+        [
+            "attack",
+            str(run_dir / "last.pt"),
+            "--attack",
+            "fgsm",
+            "--n",
+            "1",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert code == 0
+    df = pd.read_parquet(run_dir / "attack.parquet")
+    assert set(df["attack"]) == {"fgsm"} and set(df["attacked"]) == {"sd"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--eps", "0"], "eps must be in (0, 1]"),
+        (["--eps", "2"], "eps must be in (0, 1]"),
+        (["--eps=-1/255"], "eps must be in (0, 1]"),
+        (["--eps", "abc"], "eps must be a number or a fraction"),
+        (["--attack", "pgd,cw"], "unknown attack 'cw'"),
+        (["--norm", "l3"], "unknown norm 'l3'"),
+        (["--norm", "l2-batch", "--attack", "apgd"], "does not support norm 'l2-batch'"),
+        (["--steps", "0"], "--steps must be >= 1"),
+        (["--weights", "s:1"], "--weights takes task=weight pairs"),
+        (["--tasks", "sk"], "attacked task(s) k not in the model"),
+        (["--tasks", "sz"], "unknown task 'z'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(run_dir, capsys, argv, message):
+    code = main(["attack", str(run_dir), "--no-progress", "--device", "cpu", *argv])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rts: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_missing_checkpoint_exits_2(tmp_path, capsys):
+    assert main(["attack", str(tmp_path / "nope")]) == 2
+    assert "no checkpoint or run folder" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["attack", str(tmp_path / "empty")]) == 2
+    assert "has no last.pt or epoch_XXX.pt" in capsys.readouterr().err

@@ -1,0 +1,211 @@
+"""The search config: YAML + overrides → validated dataclasses; one-line errors; round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from search.cli import main
+from search.config import (
+    ConfigError,
+    SearchConfig,
+    apply_overrides,
+    diff_configs,
+    dump_config,
+    encoder_names,
+    from_dict,
+    load_config,
+    resolve,
+    space_size,
+)
+
+
+def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(overrides: list[str], path: Path | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def test_defaults_are_valid_and_resolve_the_derived_values():
+    cfg = resolve(load_config(None))
+    assert cfg.search.main == "d"
+    assert cfg.search.pool == "sDnkKeEprA"  # every task but the main one, registry order
+    assert cfg.search.sampler == "tpe"
+    assert cfg.search.max_aux == 10  # no limit: up to the whole pool
+    assert cfg.attack.eps == pytest.approx(8 / 255)
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = write(
+        tmp_path,
+        """
+        name: demo
+        search: {main: s, pool: "d,n,k", encoders: resnet18}
+        attack: {eps: 8/255}
+        """,
+    )
+    cfg = load_config(path, ["search.n_trials=64", "attack.eps=4/255", "stage1.lr=3e-3"])
+    assert cfg.name == "demo"
+    assert cfg.search.n_trials == 64
+    assert cfg.attack.eps == 4 / 255
+    assert cfg.stage1.lr == 0.003
+    assert cfg.search.encoders == ("resnet18",)  # a scalar where a list is expected
+    assert cfg.pool == "dnk"
+
+
+def test_list_item_override_names_the_item_and_the_choices():
+    message = error_of(["search.encoders=[resnet18,resnet50]", "search.encoders[1]=resnet19"])
+    assert message.startswith("search.encoders[1]: unknown encoder 'resnet19'; choose from ")
+    listed = message.split("choose from ")[1].split(", ")
+    assert listed == encoder_names()
+    assert "resnet18" in listed
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("search.n_trails=3", "search.n_trails: unknown key; choose from main, pool, min_aux"),
+        ("stage1.epochs=three", "stage1.epochs: expected an integer, got 'three'"),
+        ("stage1.epochs=true", "stage1.epochs: expected an integer, got True"),
+        ("stage2.uniform_twins=1", "stage2.uniform_twins: expected true or false, got 1"),
+        ("attack.eps=abc", "attack.eps: expected a number or a fraction such as 8/255"),
+        ("attack.eps=2", "attack.eps: must be in (0, 1] for linf, got 2.0"),
+        ("search.sampler=cmaes", "search.sampler: unknown value 'cmaes'; choose from tpe, random"),
+        ("search.main=x", "search.main: unknown task 'x'; choose from s, d, D"),
+        ("search.pool=sdk", "search.pool: holds the main task 'd'"),
+        ("search.max_aux=12", "search.max_aux: must be in [min_aux=0, pool size 10], got 12"),
+        ("search.min_aux=11", "search.min_aux: exceeds the pool size 10, got 11"),
+        ("attack.ensemble=[pgd,fgsm2]", "attack.ensemble[1]: unknown attack 'fgsm2'; choose from"),
+        ("stage1.grace_period=9", "stage1.grace_period: must be in [1, epochs=3], got 9"),
+        ("name=a/b", "name: bad run name 'a/b'"),
+        ("resources.device=tpu", "resources.device: unknown device 'tpu'"),
+        ("data.source=/no/such/folder", "data.source: '/no/such/folder' is neither 'synthetic'"),
+        ("search", "bad override 'search'; write key=value"),
+        ("stage1=3", "stage1: expected a mapping of keys, got 3"),
+    ],
+)
+def test_bad_values_are_one_line_with_path_value_and_choices(override, expected):
+    assert error_of([override]).startswith(expected)
+
+
+def test_cross_field_rules():
+    several = ["search.encoders=[resnet18,resnet50]"]
+    assert error_of(several).startswith("stage1.encoder: several encoders are searched")
+    assert load_config(None, [*several, "stage1.encoder=same"]).search.encoders == (
+        "resnet18",
+        "resnet50",
+    )
+    grid = error_of(["search.sampler=grid", "weighting.schemes=[uniform,searched]"])
+    assert grid.startswith("weighting.schemes: 'searched' weights are continuous")
+    optimal = error_of(["search.pool=sk", "weighting.schemes=optimal"])
+    assert "pool has k" in optimal
+    assert load_config(None, ["search.pool=snDE", "weighting.schemes=optimal"])
+
+
+def test_space_size_counts_subsets_encoders_and_schemes():
+    cfg = load_config(
+        None,
+        [
+            "search.pool=sDnk",
+            "search.min_aux=1",
+            "search.max_aux=2",
+            "search.encoders=[resnet18,resnet50]",
+            "stage1.encoder=same",
+            "weighting.schemes=[uniform,mtrobust]",
+        ],
+    )
+    assert space_size(cfg) == (4 + 6) * 2 * 2
+
+
+def test_resolved_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(None, ["search.pool=sDn", "weighting.schemes=[uniform,searched]"])
+    text = dump_config(cfg)
+    raw = yaml.safe_load(text)
+    assert raw["search"]["pool"] == "sDn" and raw["attack"]["eps"] == pytest.approx(8 / 255)
+    again = load_config(write(tmp_path, text))
+    assert again == resolve(cfg)
+    assert dataclasses.asdict(again) == dataclasses.asdict(from_dict(raw))
+
+
+def test_diff_ignores_resources_only():
+    a = load_config(None)
+    b = load_config(None, ["resources.cpus_per_trial=2", "resources.max_concurrent=4"])
+    assert diff_configs(a, b) == []
+    c = load_config(None, ["search.n_trials=8"])
+    assert diff_configs(a, c) == ["search.n_trials: 16 -> 8"]
+
+
+def test_overrides_do_not_mutate_their_input():
+    raw = {"search": {"encoders": ["resnet18"]}}
+    out = apply_overrides(raw, ["search.encoders[0]=resnet50", "stage2.top_k=1"])
+    assert raw == {"search": {"encoders": ["resnet18"]}}
+    assert out["search"]["encoders"] == ["resnet50"] and out["stage2"] == {"top_k": 1}
+
+
+def test_yaml_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"not valid YAML"):
+        load_config(write(tmp_path, "search: [unclosed\n"))
+    with pytest.raises(ConfigError, match=r"a config is a mapping of sections, got a list"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+    assert load_config(write(tmp_path, "")) == SearchConfig()
+
+
+def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    path = write(tmp_path, "search:\n  encoders: [resnet18, resnet19]\n")
+    storage = tmp_path / "runs"
+    assert main(["search", str(path), "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("rts: error: search.encoders[1]: unknown encoder 'resnet19'; choose from")
+    assert not storage.exists()
+    assert main(["search", str(tmp_path / "missing.yaml"), "--storage", str(storage)]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert main(["search", str(path), "search.n_trials=0", "--storage", str(storage)]) == 2
+    good = write(tmp_path, "search: {encoders: [resnet18]}\n", "good.yaml")
+    argv = ["search", str(good), "--storage", str(storage), "--address", "auto"]
+    assert main([*argv, "--num-cpus", "2"]) == 2
+    assert "--num-cpus 2: caps a local Ray only" in capsys.readouterr().err
+    assert main(["search", str(good), "--storage", "s3://bucket/runs"]) == 2
+    assert "URIs are not supported" in capsys.readouterr().err
+    assert not storage.exists()
+
+
+def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
+    path = write(
+        tmp_path,
+        """
+        name: plan
+        search: {main: d, pool: sDnk, max_aux: 2, n_trials: 8, encoders: [resnet50]}
+        stage1: {epochs: 3, grace_period: 1, reduction_factor: 2}
+        stage2: {top_k: 2, epochs: 10}
+        """,
+    )
+    storage = tmp_path / "runs"
+    assert main(["search", str(path), "--dry-run", "--storage", str(storage)]) == 0
+    out = capsys.readouterr().out
+    assert "= 11 configurations" in out  # 1 + 4 + 6 subsets of sDnk with at most 2 tasks
+    assert "stage 1 (surrogate): 8 trials, tpe sampler, resnet18" in out
+    # ASHA rungs at epochs 1 and 2: 1 + 1/2 + 1/4 = 1.75 epochs per trial, 14 for 8 trials.
+    assert "<= 24 trial-epochs, about 14 expected" in out
+    assert "<= 3 trials" in out  # top 2 + the baseline (uniform weights: no twins)
+    assert "estimated trials: 11" in out
+    assert not storage.exists()
+
+
+def test_eps_fraction_is_exact():
+    cfg = load_config(None, ["attack.eps=16/255", "attack.step_size=2/255"])
+    assert cfg.attack.eps == 16 / 255 and cfg.attack.step_size == 2 / 255
+    assert math.isclose(load_config(None, ["attack.eps=0.5"]).attack.eps, 0.5)

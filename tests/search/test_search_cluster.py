@@ -1,0 +1,58 @@
+"""A search joins an existing Ray cluster (``address``) and runs trials on every node."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.config import load_config
+from search.run import run_search
+from search.trial_fake import FakeTrial
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.mark.slow
+def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, monkeypatch):
+    from ray.cluster_utils import Cluster
+
+    from search.run import RAY_ENV_DEFAULTS
+
+    for key, value in RAY_ENV_DEFAULTS.items():
+        monkeypatch.setenv(key, value)
+    assert not ray.is_initialized()
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    # The test cluster advertises itself in /tmp/ray/ray_current_cluster, where any plain
+    # ray.init() on this machine would join it; the search joins by explicit address instead.
+    ray._common.utils.reset_ray_address()
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        node_ids = {cluster.head_node.node_id, worker.node_id}
+        cfg = load_config(
+            None,
+            [
+                "name=cluster",
+                "search.pool=sDk",
+                "search.max_aux=1",
+                "search.sampler=grid",
+                "search.encoders=[resnet18]",
+                "stage1.epochs=2",
+                "stage1.scheduler=fifo",
+                "stage2.top_k=1",
+                "stage2.epochs=1",
+            ],
+        )
+        out = run_search(
+            cfg, storage=tmp_path, address=cluster.address, trial_fn=FakeTrial(sleep_s=2.0)
+        )
+        assert not ray.is_initialized()  # the search disconnected from the cluster it joined
+    finally:
+        cluster.shutdown()
+    trials = out.trials
+    assert (trials["status"] == "completed").all()
+    s1 = trials[trials["stage"] == 1]
+    # Two 1-CPU nodes and 1-CPU trials long enough to overlap: both nodes ran stage-1 trials.
+    assert set(s1["node_id"]) == node_ids
+    assert len(s1) == 4 and out.summary.recommended_aux == "s"

@@ -1,0 +1,296 @@
+"""End to end on a real local Ray (2 CPUs) and real Optuna, with fake and real trials.
+
+The fake trial (``search.trial_fake``) has a closed-form oracle: auxiliary ``k`` moves the main
+task's vulnerability by ``MARGINAL[k]``, identically at every epoch, so the best configuration
+of a space is known without running the search.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+
+import optuna
+import pandas as pd
+import pytest
+
+from search.config import load_config
+from search.results import pareto_ranks
+from search.run import RAY_ENV_DEFAULTS, journal_storage, run_search
+from search.space import Candidate
+from search.trial_fake import MARGINAL, FakeTrial, fake_vulnerability
+
+ray = pytest.importorskip("ray")
+
+PROMISED_COLUMNS = {
+    "trial_id",
+    "stage",
+    "role",
+    "main",
+    "aux",
+    "tasks",
+    "weights",
+    "encoder",
+    "trained_encoder",
+    "epochs",
+    "max_epochs",
+    "status",
+    "failure",
+    "vuln",
+    "clean_error",
+    "cost_units",
+    "wall_s",
+    "node_id",
+    "surrogate_trial_id",
+    "surrogate_vuln",
+    "surrogate_clean_error",
+    "checkpoint",
+}
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in RAY_ENV_DEFAULTS.items():
+            mp.setenv(key, value)
+        ray.init(
+            address="local",
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.ERROR,
+        )
+        try:
+            yield
+        finally:
+            ray.shutdown()
+
+
+def events(log_path) -> list[dict]:
+    return [json.loads(line) for line in log_path.read_text().splitlines()]
+
+
+def study_states(journal) -> dict[str, int]:
+    study = optuna.load_study(study_name="stage1", storage=journal_storage(journal))
+    states: dict[str, int] = {}
+    for t in study.trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+    return states
+
+
+def test_exhaustive_search_prunes_fails_and_recommends_the_oracle_best(local_ray, tmp_path):
+    cfg = load_config(
+        None,
+        [
+            "name=grid",
+            "search.pool=sDk",
+            "search.max_aux=2",
+            "search.sampler=grid",
+            "search.encoders=[resnet18]",
+            "stage1.epochs=4",
+            "stage1.grace_period=1",
+            "stage1.reduction_factor=2",
+            "stage2.top_k=2",
+            "stage2.epochs=2",
+            "resources.max_concurrent=1",
+        ],
+    )
+    log_path = tmp_path / "events.jsonl"
+    lines: list[str] = []
+    out = run_search(
+        cfg,
+        storage=tmp_path,
+        trial_fn=FakeTrial(fail_on="D", log_path=str(log_path)),
+        echo=lines.append,
+    )
+    trials = out.trials
+    assert set(trials.columns) >= PROMISED_COLUMNS
+    assert trials["trial_id"].is_unique
+    s1 = trials[trials["stage"] == 1].set_index("aux")
+    # Exhaustive: every subset of sDk with at most 2 tasks exactly once.
+    subsets = {"".join(c) for n in range(3) for c in itertools.combinations("sDk", n)}
+    assert sorted(s1.index) == sorted(subsets)
+
+    # The injected fault: recorded with its reason, the search went on.
+    failed = s1[s1["status"] == "failed"]
+    assert set(failed.index) == {a for a in subsets if "D" in a}
+    assert set(failed["failure"]) == {"RuntimeError: injected fault: auxiliary task 'D'"}
+    assert failed["vuln"].isna().all()
+
+    # Pruned trials really stopped: no epoch beyond the one ASHA stopped them at ever ran.
+    pruned = s1[s1["status"] == "pruned"]
+    assert len(pruned) >= 1
+    ran = pd.DataFrame(e for e in events(log_path) if e["event"] == "epoch" and e["stage"] == 1)
+    last_epoch = ran.groupby("trial_id")["epoch"].max()
+    for _, row in pruned.iterrows():
+        assert row["epochs"] < 4
+        assert last_epoch[row["ray_trial_id"]] == row["epochs"]
+    completed = s1[s1["status"] == "completed"]
+    assert (completed["epochs"] == 4).all()
+    for aux, row in completed.iterrows():  # metrics are the oracle's
+        cand = Candidate("d", aux, "uniform", row_weights(row), "resnet18")
+        assert row["vuln"] == pytest.approx(fake_vulnerability(cand, "resnet18", 4))
+
+    # The Optuna study in the journal tells the same story.
+    states = study_states(out.paths.journal)
+    assert states == {
+        k: v
+        for k, v in {
+            "COMPLETE": len(completed),
+            "PRUNED": len(pruned),
+            "FAIL": len(failed),
+        }.items()
+        if v
+    }
+
+    # Stage 2: the 2 best completed candidates plus the single-task baseline.
+    s2 = trials[trials["stage"] == 2]
+    best_two = completed[completed.index != ""].sort_values("vuln").index[:2]
+    assert set(s2.loc[s2["role"] == "top", "aux"]) == set(best_two)
+    assert list(s2.loc[s2["role"] == "baseline", "aux"]) == [""]
+    assert (s2["status"] == "completed").all() and (s2["epochs"] == 2).all()
+    for _, row in s2.iterrows():
+        sid = row["surrogate_trial_id"]
+        if sid:
+            assert row["surrogate_vuln"] == trials.set_index("trial_id").loc[sid, "vuln"]
+        assert (out.paths.root / row["checkpoint"] / "state.json").exists()
+
+    # The recommendation is the oracle's best among the configurations that can train.
+    feasible = [a for a in subsets if "D" not in a]
+    oracle = min(feasible, key=lambda a: sum(MARGINAL[k] for k in a))
+    assert out.summary.recommended_aux == oracle == "sk"
+    base = s2[s2["aux"] == ""].iloc[0]
+    assert out.summary.baseline_vuln == base["vuln"]
+    assert out.summary.cost_units == trials["epochs"].sum()  # resnet18 costs 1 per epoch
+    assert out.summary.exhaustive_units == 7 * 2  # 7 configurations x 2 target epochs
+
+    for name in ("config.yaml", "trials.parquet", "history.parquet", "attacks.parquet"):
+        assert (out.paths.root / name).exists()
+    history = pd.read_parquet(out.paths.history)
+    assert set(history["trial_id"]) == set(trials["trial_id"])
+    assert (history.loc[history["stage"] == 1].groupby("trial_id")["epoch"].min() == 0).all()
+    attacks = pd.read_parquet(out.paths.attacks)
+    assert set(attacks["trial_id"]) == set(s2["trial_id"])
+    assert any("failed" in line for line in lines)
+    assert "Recommended auxiliary set: {s, k}" in (out.paths.root / "summary.md").read_text()
+
+
+def row_weights(row: pd.Series) -> tuple[float, ...]:
+    weights = json.loads(row["weights"])
+    return tuple(weights[k] for k in row["tasks"])
+
+
+def test_diverged_trial_is_recorded_as_failed(local_ray, tmp_path):
+    cfg = load_config(
+        None,
+        [
+            "name=nan",
+            "search.pool=sk",
+            "search.max_aux=1",
+            "search.sampler=grid",
+            "search.encoders=[resnet18]",
+            "stage1.epochs=2",
+            "stage1.scheduler=fifo",
+            "stage2.top_k=1",
+            "stage2.epochs=1",
+        ],
+    )
+    out = run_search(cfg, storage=tmp_path, trial_fn=FakeTrial(nan_on="k"))
+    s1 = out.trials[out.trials["stage"] == 1].set_index("aux")
+    assert s1.loc["k", "status"] == "failed"
+    assert s1.loc["k", "failure"] == "TrialDiverged: diverged: train_loss=nan at epoch 1"
+    assert set(s1.loc[["", "s"], "status"]) == {"completed"}
+    assert out.summary.recommended_aux == "s"
+
+
+def test_pareto_search_with_searched_weights(local_ray, tmp_path):
+    cfg = load_config(
+        None,
+        [
+            "name=pareto",
+            "search.pool=sDnk",
+            "search.max_aux=2",
+            "search.objective=pareto",
+            "search.n_trials=8",
+            "search.encoders=[resnet18]",
+            "weighting.schemes=[uniform,searched]",
+            "stage1.epochs=2",
+            "stage1.scheduler=fifo",
+            "stage2.top_k=2",
+            "stage2.epochs=1",
+        ],
+    )
+    out = run_search(cfg, storage=tmp_path, trial_fn=FakeTrial())
+    assert out.paths.root.name == "pareto"
+    study = optuna.load_study(study_name="stage1", storage=journal_storage(out.paths.journal))
+    assert len(study.directions) == 2
+    s1 = out.trials[out.trials["stage"] == 1]
+    assert len(s1) == 8
+    for _, row in s1.iterrows():
+        params = json.loads(row["params"])
+        weight_params = {k[2:] for k in params if k.startswith("w_")}
+        if row["scheme"] == "searched":
+            assert weight_params == set(row["aux"])  # weights only for the chosen tasks
+            assert row[f"w_{row['main']}"] == 1.0
+        else:
+            assert weight_params == set()
+            assert {row[f"w_{k}"] for k in row["tasks"]} == {1 / len(row["tasks"])}
+    s2 = out.trials[out.trials["stage"] == 2]
+    tops = s2[s2["role"] == "top"]
+    for _, twin in s2[s2["role"] == "uniform-twin"].iterrows():
+        assert twin["scheme"] == "uniform"
+        assert ((tops["aux"] == twin["aux"]) & (tops["scheme"] == "searched")).any()
+    done = s2[s2["status"] == "completed"]
+    ranks = pareto_ranks(list(zip(done["vuln"], done["clean_error"], strict=True)))
+    front = {t for t, r in zip(done["trial_id"], ranks, strict=True) if r == 0}
+    assert {p[0] for p in out.summary.pareto} == front
+    assert out.summary.recommended_trial in front
+
+
+@pytest.mark.slow
+def test_real_trial_end_to_end(local_ray, tmp_path):
+    """The real trainable: models.train, the cheap attack every epoch, the ensemble at the end."""
+    from models import load_checkpoint
+
+    cfg = load_config(
+        None,
+        [
+            "name=real",
+            "data.size=32",
+            "data.n=24",
+            "search.pool=s",
+            "search.sampler=grid",
+            "search.encoders=[resnet18]",
+            "stage1.epochs=1",
+            "stage1.decoder_width=8",
+            "stage1.batch_size=8",
+            "stage2.top_k=1",
+            "stage2.epochs=1",
+            "stage2.decoder_width=8",
+            "stage2.batch_size=8",
+            "attack.images=4",
+            "attack.cheap_steps=1",
+            "attack.steps=1",
+        ],
+    )
+    out = run_search(cfg, storage=tmp_path)
+    trials = out.trials
+    assert (trials["status"] == "completed").all(), trials["failure"].tolist()
+    assert len(trials[trials["stage"] == 1]) == 2 and len(trials[trials["stage"] == 2]) == 2
+    for col in ("vuln", "clean_error", "clean_d", "vuln_pgd"):
+        assert trials[col].notna().all() and (trials[col] >= -1).all()
+    s2 = trials[trials["stage"] == 2]
+    assert s2["vuln_apgd"].notna().all() and s2["vuln_wgd"].notna().all()
+    # worst case per sample >= each attack's mean relative vulnerability
+    for _, row in s2.iterrows():
+        assert row["vuln"] >= max(row["vuln_pgd"], row["vuln_apgd"], row["vuln_wgd"]) - 1e-9
+    history = pd.read_parquet(out.paths.history)
+    epoch0 = history[(history["stage"] == 1) & (history["epoch"] == 0)]
+    assert len(epoch0) == 2 and epoch0["grad_bound"].map(math.isfinite).all()
+    attacks = pd.read_parquet(out.paths.attacks)
+    assert {"pgd", "apgd", "wgd", "worst"} <= set(attacks["attack"])
+    row = s2.iloc[0]
+    model, meta = load_checkpoint(out.paths.root / row["checkpoint"] / "last.pt")
+    assert model.tasks == row["tasks"] and meta["epoch"] == 1

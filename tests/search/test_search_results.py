@@ -1,0 +1,216 @@
+"""Results logic without Ray: stage-2 selection, Pareto ranks, the summary, the plan."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pandas as pd
+import pytest
+
+from search.config import load_config
+from search.results import (
+    candidate_columns,
+    failure_reason,
+    format_summary,
+    pareto_ranks,
+    rank_stage1,
+    select_stage2,
+    summarize,
+)
+from search.run import asha_expected_epochs, plan_search
+from search.space import Space
+
+
+def sp(**kw) -> Space:
+    base = dict(main="d", pool="sDnk", min_aux=0, max_aux=2, encoders=("resnet18",))
+    return Space(**{**base, **kw})
+
+
+def row(tid, aux, vuln, *, status="completed", epochs=3, clean=0.5, scheme="uniform", w=None):
+    space = sp(schemes=("uniform", "searched"))
+    cand = space.candidate(aux, scheme, "resnet18", w)
+    return {
+        "trial_id": tid,
+        "stage": 1,
+        **candidate_columns(cand),
+        "status": status,
+        "epochs": epochs,
+        "vuln": vuln,
+        "clean_error": clean,
+        "cost_units": float(epochs),
+        "wall_s": 1.0,
+    }
+
+
+def test_pareto_ranks_match_brute_force():
+    rng = random.Random(0)
+    points = [(rng.randint(0, 5), rng.randint(0, 5)) for _ in range(40)]
+    ranks = pareto_ranks(points)
+    front = {
+        i
+        for i, p in enumerate(points)
+        if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points)
+    }
+    assert {i for i, r in enumerate(ranks) if r == 0} == front
+    for i, p in enumerate(points):  # a point is dominated only by points of lower rank
+        for j, q in enumerate(points):
+            if q[0] <= p[0] and q[1] <= p[1] and q != p:
+                assert ranks[j] < ranks[i]
+
+
+def test_ranking_puts_completed_first_then_by_epochs_reached():
+    trials = pd.DataFrame(
+        [
+            row("s1-0001", "s", 0.2, status="pruned", epochs=1),
+            row("s1-0002", "k", 0.9),
+            row("s1-0003", "n", 0.1, status="failed", epochs=0),
+            row("s1-0004", "D", 0.5, status="pruned", epochs=2),
+            row("s1-0005", "sk", 0.4),
+        ]
+    )
+    assert list(rank_stage1(trials)["trial_id"]) == ["s1-0005", "s1-0002", "s1-0004", "s1-0001"]
+
+
+def test_stage2_selection_dedupes_adds_baseline_and_twins():
+    space = sp(schemes=("uniform", "searched"))
+    trials = pd.DataFrame(
+        [
+            row("s1-0001", "sk", 0.3),
+            row("s1-0002", "sk", 0.3),  # duplicate of 0001: same tasks and weights
+            row("s1-0003", "", 0.35),  # the baseline never takes a top-k place
+            row("s1-0004", "s", 0.4, scheme="searched", w={"s": 0.1}),
+            row("s1-0005", "s", 0.45),  # the uniform twin of 0004, sampled in stage 1
+            row("s1-0006", "k", 0.5),
+        ]
+    )
+    entries = select_stage2(trials, space, top_k=2, uniform_twins=True)
+    got = [(e.role, e.candidate.aux, e.candidate.scheme, e.surrogate_trial_id) for e in entries]
+    assert got == [
+        ("top", "sk", "uniform", "s1-0001"),
+        ("top", "s", "searched", "s1-0004"),
+        ("uniform-twin", "s", "uniform", "s1-0005"),
+        ("baseline", "", "uniform", "s1-0003"),
+    ]
+    assert select_stage2(trials, space, top_k=2, uniform_twins=True) == entries  # pure
+    plain = select_stage2(trials, space, top_k=5, uniform_twins=False)
+    assert [e.candidate.aux for e in plain if e.role == "top"] == ["sk", "s", "s", "k"]
+
+
+def test_pareto_selection_prefers_the_front():
+    trials = pd.DataFrame(
+        [
+            row("s1-0001", "s", 0.30, clean=0.9),
+            row("s1-0002", "k", 0.31, clean=0.1),  # on the front with 0001
+            row("s1-0003", "n", 0.305, clean=0.95),  # dominated by 0001
+        ]
+    )
+    entries = select_stage2(trials, sp(), top_k=2, uniform_twins=False, pareto=True)
+    assert [e.candidate.aux for e in entries if e.role == "top"] == ["s", "k"]
+
+
+def stage2_table() -> pd.DataFrame:
+    rows = [
+        row("s2-0001", "sk", 0.6, epochs=10, clean=0.3),
+        row("s2-0002", "s", 0.5, epochs=10, clean=0.35, scheme="searched", w={"s": 0.1}),
+        row("s2-0003", "s", 0.7, epochs=10, clean=0.32),
+        row("s2-0004", "", 0.8, epochs=10, clean=0.25),
+        row("s2-0005", "k", math.nan, status="failed", epochs=0),
+    ]
+    for r in rows:
+        r["stage"] = 2
+    return pd.DataFrame(rows)
+
+
+def test_summary_compares_with_baseline_uniform_and_exhaustive():
+    stage1 = pd.DataFrame(
+        [row("s1-0001", "sk", 0.3), row("s1-0002", "k", 0.5, status="pruned", epochs=1)]
+    )
+    space = sp(schemes=("uniform", "searched"))
+    s = summarize(
+        stage1, stage2_table(), space, stage2_epochs=10, aggregate="worst", attacks=("pgd",)
+    )
+    assert (s.recommended_trial, s.recommended_aux, s.vuln) == ("s2-0002", "s", 0.5)
+    assert json.loads(s.recommended_weights) == {"s": 0.1, "d": 1.0}
+    assert s.baseline_vuln == 0.8 and s.uniform_vuln == 0.7
+    assert (s.best_uniform_aux, s.best_uniform_vuln) == ("sk", 0.6)
+    assert (s.stage1_completed, s.stage1_pruned, s.stage2_failed) == (1, 1, 1)
+    assert s.cost_units == 3 + 1 + 4 * 10 + 0
+    # 11 subsets x 2 schemes, 10 epochs of resnet18 (cost 1) each
+    assert (s.exhaustive_configs, s.exhaustive_units) == (22, 220)
+    text = format_summary(s, "runs/x")
+    assert (
+        "Recommended auxiliary set: {s} (train d + {s}, encoder resnet18, weights s=0.1, d=1;"
+        in text
+    )
+    assert "| single-task baseline | 0.8 (-37.5% for the recommendation)" in text
+    assert "| same tasks, uniform weights | 0.7 (-28.6% for the recommendation)" in text
+    assert "20.0% of an exhaustive search (22 configurations, 220.0 units)" in text
+    assert json.loads(s.to_json())["vuln"] == 0.5
+
+
+def test_summary_when_the_baseline_wins_and_when_nothing_completed():
+    table = stage2_table()
+    table.loc[table["aux"] == "", "vuln"] = 0.1
+    s = summarize(table.iloc[:0], table, sp(), stage2_epochs=1, aggregate="worst", attacks=())
+    assert s.recommended_aux == "" and "Recommended: no auxiliary task" in format_summary(s)
+    none = summarize(
+        table.iloc[:0], table.iloc[4:], sp(), stage2_epochs=1, aggregate="worst", attacks=()
+    )
+    assert none.recommended_trial == "" and "no recommendation" in format_summary(none)
+
+
+def test_asha_expected_epochs_by_hand():
+    assert asha_expected_epochs(3, 1, 2) == 1 + 1 / 2 + 1 / 4
+    assert asha_expected_epochs(9, 1, 3) == 1 + 2 / 3 + 6 / 9
+    assert asha_expected_epochs(4, 4, 2) == 4
+    assert asha_expected_epochs(5, 1, 2, "fifo") == 5
+
+
+def test_plan_counts():
+    cfg = load_config(
+        None,
+        [
+            "search.pool=sDnk",
+            "search.max_aux=2",
+            "search.n_trials=8",
+            "weighting.schemes=[uniform,searched]",
+            "stage2.top_k=3",
+        ],
+    )
+    plan = plan_search(cfg)
+    assert plan.configurations == 22 and plan.continuous and plan.subsets == 11
+    assert plan.stage1_trials == 8 and plan.stage1_epochs_max == 24
+    assert plan.stage2_trials_max == 3 + 3 + 1  # top 3, their twins, the baseline
+    grid = plan_search(load_config(None, ["search.pool=sk", "search.sampler=grid"]))
+    assert grid.stage1_trials == 4  # every configuration once, whatever n_trials says
+
+
+class _Cause(Exception):
+    pass
+
+
+def test_failure_reason_is_the_original_exception():
+    class RayTaskErrorLike(Exception):
+        def __init__(self, cause):
+            super().__init__("ray::ImplicitFunc.train()\n  traceback ...\nRuntimeError: boom")
+            self.cause = cause
+
+    assert failure_reason(RayTaskErrorLike(_Cause("bad\nthing happened"))) == (
+        "_Cause: thing happened"
+    )
+    assert failure_reason(ValueError("x")) == "ValueError: x"
+    assert failure_reason(None) == ""
+
+
+def test_rank_ignores_nan_vulnerability():
+    trials = pd.DataFrame([row("s1-0001", "s", math.nan), row("s1-0002", "k", 0.4)])
+    assert list(rank_stage1(trials)["trial_id"]) == ["s1-0002"]
+
+
+@pytest.mark.parametrize("k", [0, 1])
+def test_top_k_zero_still_trains_the_baseline(k):
+    trials = pd.DataFrame([row("s1-0001", "s", 0.3)])
+    entries = select_stage2(trials, sp(), top_k=k, uniform_twins=True)
+    assert [e.role for e in entries] == ["top"] * k + ["baseline"]

@@ -1,0 +1,162 @@
+"""Resume after ``kill -9``: ``rts search`` in a subprocess is killed mid-search and rerun.
+
+Finished trials must be neither lost nor run again, and the rerun completes the search. The
+subprocess runs in its own session; every process of that session (the driver and the Ray
+processes it started) is killed by PID afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from search.run import RAY_ENV_DEFAULTS
+from search.space import Candidate
+from search.trial_fake import fake_vulnerability
+
+CONFIG = """
+name: resume
+search: {main: d, pool: sDnk, max_aux: 2, n_trials: 8, encoders: [resnet18], seed: 3}
+stage1: {epochs: 3, grace_period: 1, reduction_factor: 2}
+stage2: {top_k: 2, epochs: 2}
+"""
+
+
+def session_pids(sid: int) -> list[int]:
+    """PIDs of the live processes of session ``sid`` (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[3]) == sid and fields[0] != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def kill_session(sid: int) -> None:
+    for _ in range(50):
+        pids = session_pids(sid)
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+
+
+def read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    lines = path.read_text().splitlines()
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def saved_statuses(exp: Path) -> dict[str, str]:
+    """Trial statuses in Ray's latest saved experiment state (what a restore starts from)."""
+    files = sorted(exp.glob("experiment_state-*.json"), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return {}
+    try:
+        data = json.loads(files[-1].read_text())
+    except (OSError, ValueError):  # being written: read it on the next poll
+        return {}
+    out = {}
+    for trial, _ in data["trial_data"]:
+        trial = json.loads(trial)
+        out[trial["trial_id"]] = trial["status"]
+    return out
+
+
+@pytest.mark.slow
+def test_kill_9_then_rerun_loses_and_repeats_nothing(tmp_path):
+    config = tmp_path / "resume.yaml"
+    config.write_text(textwrap.dedent(CONFIG))
+    log_path = tmp_path / "events.jsonl"
+    env = {
+        **os.environ,
+        **RAY_ENV_DEFAULTS,
+        "RTS_FAKE_TRIAL": json.dumps({"sleep_s": 0.6, "log_path": str(log_path)}),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "search.cli",
+        "search",
+        str(config),
+        "--storage",
+        str(tmp_path / "runs"),
+        "--num-cpus",
+        "2",
+        "--trial-fn",
+        "search.trial_fake:from_env",
+    ]
+    with open(tmp_path / "first.log", "w") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    exp = tmp_path / "runs" / "resume" / "ray" / "stage1"
+    try:
+        deadline = time.monotonic() + 240
+        while sum(v == "TERMINATED" for v in saved_statuses(exp).values()) < 2:
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no stage-1 trial finished in time"
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        kill_session(proc.pid)
+    statuses = saved_statuses(exp)
+    finished_before = {t for t, status in statuses.items() if status == "TERMINATED"}
+    assert len(finished_before) >= 2
+    assert len(finished_before) < 8, "the kill came after stage 1 had finished"
+    assert not (tmp_path / "runs" / "resume" / "trials.parquet").exists()
+    before = read_events(log_path)
+
+    rerun = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=400, start_new_session=True
+    )
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    assert "stage 1: resuming" in rerun.stdout
+    assert "Recommended" in rerun.stdout
+
+    after = read_events(log_path)[len(before) :]
+    # Not repeated: a trial that had finished trains no epoch after the restart.
+    assert not [e for e in after if e["trial_id"] in finished_before and e["event"] == "epoch"]
+    # Not lost: every trial of stage 1 is in the table once, the finished ones with the
+    # oracle's metrics, and no more trials than asked for were run.
+    trials = pd.read_parquet(tmp_path / "runs" / "resume" / "trials.parquet")
+    s1 = trials[trials["stage"] == 1].set_index("ray_trial_id")
+    assert len(s1) == 8 and s1.index.is_unique and trials["trial_id"].is_unique
+    assert finished_before <= set(s1.index)
+    stage1_ids = {e["trial_id"] for e in before + after if e["stage"] == 1}
+    assert stage1_ids == set(s1.index)
+    for tid in finished_before:
+        row = s1.loc[tid]
+        assert row["status"] in ("completed", "pruned")
+        ran = [e["epoch"] for e in before if e["trial_id"] == tid and e["event"] == "epoch"]
+        assert row["epochs"] == max(ran)
+        cand = Candidate(
+            "d", row["aux"], "uniform", (1 / len(row["tasks"]),) * len(row["tasks"]), "resnet18"
+        )
+        assert row["vuln"] == pytest.approx(fake_vulnerability(cand, "resnet18", row["epochs"]))
+    # Resumed trials continued from their checkpoint: no stage-1 trial trained an epoch twice
+    # except the one interrupted mid-epoch.
+    epochs = pd.DataFrame([e for e in before + after if e["stage"] == 1 and e["event"] == "epoch"])
+    repeats = epochs.groupby(["trial_id", "epoch"]).size()
+    assert (repeats > 1).sum() <= 2  # at most the two trials running at the kill
+    assert (trials.loc[trials["stage"] == 2, "status"] == "completed").all()

@@ -1,0 +1,204 @@
+"""The define-by-run space, the samplers and the searcher's trial states (real Optuna)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import pickle
+
+import optuna
+import pytest
+
+from search.config import load_config
+from search.space import Candidate, Space, decode, make_sampler, make_searcher, scheme_weights
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def space(**kw) -> Space:
+    base = dict(main="d", pool="sDnk", min_aux=0, max_aux=2, encoders=("resnet18",))
+    return Space(**{**base, **kw})
+
+
+def test_subsets_are_every_combination_once():
+    sp = space(min_aux=1, max_aux=3)
+    subsets = sp.subsets()
+    expected = {frozenset(c) for n in (1, 2, 3) for c in itertools.combinations("sDnk", n)}
+    assert {frozenset(s) for s in subsets} == expected
+    assert len(subsets) == len(expected) == 4 + 6 + 4 == sp.size
+    assert all(s == "".join(k for k in "sDnk" if k in s) for s in subsets)  # registry order
+
+
+@pytest.mark.parametrize(
+    ("aux", "scheme", "expected"),
+    [
+        ("sk", "uniform", {"s": 1 / 3, "d": 1 / 3, "k": 1 / 3}),
+        ("sk", "mtrobust", {"s": 0.05, "d": 1.0, "k": 0.05}),  # main 1, aux share lambda 0.1
+        ("s", "optimal", {"s": 0.01, "d": 1.0}),  # supp. App. B: s is 0.01 for the sd pair
+        ("n", "optimal", {"d": 1.0, "n": 0.01}),  # n is 0.01 for the nd pair
+        ("E", "optimal", {"d": 1.0, "E": 0.1}),  # E is 0.1 with every main task
+        ("", "uniform", {"d": 1.0}),
+    ],
+)
+def test_scheme_weights_by_hand(aux, scheme, expected):
+    weights = scheme_weights("d", aux, scheme, aux_lambda=0.1)
+    tasks = "".join(k for k in "sdDnkE" if k in expected)
+    assert weights == pytest.approx(tuple(expected[k] for k in tasks))
+
+
+def test_searched_weights_and_candidate_round_trip():
+    sp = space(schemes=("searched",))
+    cand = sp.candidate("ks", "searched", "resnet18", {"s": 0.2, "k": 0.05})
+    assert cand.aux == "sk" and cand.tasks == "sdk"
+    assert cand.weights == (0.2, 1.0, 0.05)
+    assert decode(json.loads(json.dumps(cand.to_config()))) == cand
+    assert cand.uniform_twin().weights == (1 / 3,) * 3 and not cand.is_uniform
+    with pytest.raises(ValueError, match=r"weights .* do not match tasks"):
+        decode({**cand.to_config(), "aux": "s"})
+
+
+def ask_many(sp: Space, sampler, n: int) -> list[tuple[Candidate, dict]]:
+    study = optuna.create_study(sampler=sampler)
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        cand = decode(sp.define(trial))
+        out.append((cand, dict(trial.params)))
+        study.tell(trial, sum(cand.weights))
+    return out
+
+
+def test_define_by_run_respects_the_limits_and_asks_weights_only_for_chosen_tasks():
+    sp = space(min_aux=1, max_aux=3, schemes=("uniform", "searched"), weight_range=(0.01, 1.0))
+    for cand, params in ask_many(sp, optuna.samplers.RandomSampler(seed=0), 60):
+        assert 1 <= len(cand.aux) <= 3 and set(cand.aux) <= set("sDnk")
+        assert params[f"aux_{params['n_aux']}"] == cand.aux
+        asked = {k[2:] for k in params if k.startswith("w_")}
+        if cand.scheme == "searched":
+            assert asked == set(cand.aux)
+            assert all(0.01 <= params[f"w_{k}"] <= 1.0 for k in cand.aux)
+            assert cand.weight_map["d"] == 1.0
+        else:
+            assert asked == set() and cand.is_uniform
+
+
+def test_grid_sampler_visits_every_configuration_exactly_once():
+    sp = space(encoders=("resnet18", "resnet50"), grid=True)
+    sampler = make_sampler("grid", sp, seed=0, n_trials=sp.size)
+    seen = [(c.aux, c.encoder) for c, _ in ask_many(sp, sampler, sp.size)]
+    assert len(seen) == len(set(seen)) == sp.size == 11 * 2
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "nsga2"])
+def test_samplers_are_reproducible_by_seed(name):
+    sp = space()
+
+    def run(seed):
+        return [c for c, _ in ask_many(sp, make_sampler(name, sp, seed=seed, n_trials=12), 12)]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
+
+
+def searcher_for(storage, *, metrics=("vuln",), final_epoch=3):
+    sp = space(schemes=("searched",))  # continuous weights: no configuration repeats
+    sampler = make_sampler("random", sp, seed=0, n_trials=4)
+    return make_searcher(
+        sp, sampler=sampler, metrics=metrics, final_epoch=final_epoch, storage=storage
+    )
+
+
+def test_searcher_tells_optuna_complete_pruned_and_failed():
+    storage = optuna.storages.InMemoryStorage()
+    searcher = searcher_for(storage)
+    for tid in ("done", "pruned", "error", "nan"):
+        config = searcher.suggest(tid)
+        assert decode(config).main == "d"
+    searcher.on_trial_result("pruned", {"vuln": 1.5, "training_iteration": 1, "epoch": 0})
+    searcher.on_trial_complete("done", {"vuln": 0.5, "epoch": 3, "training_iteration": 4})
+    searcher.on_trial_complete("pruned", {"vuln": 0.9, "epoch": 1, "training_iteration": 2})
+    searcher.on_trial_complete("error", {"vuln": 0.1, "epoch": 3}, error=True)
+    searcher.on_trial_complete("nan", {"vuln": math.nan, "epoch": 3, "training_iteration": 4})
+    trials = optuna.load_study(study_name="stage1", storage=storage).trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "PRUNED", "FAIL", "FAIL"]
+    assert trials[0].value == 0.5
+    # the stopping result reaches the study as the pruned trial's last intermediate value
+    assert trials[1].intermediate_values == {1: 1.5, 2: 0.9}
+
+
+def test_two_objective_searcher():
+    storage = optuna.storages.InMemoryStorage()
+    searcher = searcher_for(storage, metrics=("vuln", "clean_error"), final_epoch=2)
+    searcher.suggest("a")
+    searcher.suggest("b")
+    searcher.on_trial_complete("a", {"vuln": 0.5, "clean_error": 0.2, "epoch": 2})
+    searcher.on_trial_complete("b", {"vuln": 0.4, "clean_error": 0.3, "epoch": 1})
+    study = optuna.load_study(study_name="stage1", storage=storage)
+    assert len(study.directions) == 2
+    assert [(t.state.name, t.values) for t in study.trials] == [
+        ("COMPLETE", [0.5, 0.2]),
+        ("PRUNED", None),
+    ]
+
+
+def test_restore_closes_trials_asked_after_the_snapshot(tmp_path):
+    from search.run import journal_storage
+
+    journal = tmp_path / "optuna.journal"
+    searcher = searcher_for(journal_storage(journal))
+    searcher.suggest("a")
+    snapshot = tmp_path / "searcher.pkl"
+    searcher.save(str(snapshot))
+    searcher.suggest("b")  # asked after the snapshot: unknown to a restored searcher
+    restored = searcher_for(journal_storage(journal))
+    restored.restore(str(snapshot))
+    study = optuna.load_study(study_name="stage1", storage=journal_storage(journal))
+    assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL"]
+    restored.on_trial_complete("a", {"vuln": 0.3, "epoch": 3})
+    assert (
+        optuna.load_study(study_name="stage1", storage=journal_storage(journal))
+        .trials[0]
+        .state.name
+        == "COMPLETE"
+    )
+    pickle.loads(pickle.dumps(restored.__dict__))  # Ray pickles the searcher's state
+
+
+def test_space_from_config():
+    cfg = load_config(
+        None, ["search.pool=sk", "search.sampler=grid", "weighting.schemes=[uniform,mtrobust]"]
+    )
+    sp = Space.from_config(cfg)
+    assert (
+        sp.grid
+        and sp.max_aux == 2
+        and sp.grid_space()
+        == {
+            "aux": ["", "s", "k", "sk"],
+            "scheme": ["uniform", "mtrobust"],
+        }
+    )
+
+
+def test_searcher_redraws_configurations_that_already_ran():
+    storage = optuna.storages.InMemoryStorage()
+    sp = space(pool="s", max_aux=1)  # two configurations: "" and "s"
+    searcher = make_searcher(
+        sp,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        metrics=("vuln",),
+        final_epoch=1,
+        storage=storage,
+    )
+    first = decode(searcher.suggest("a"))
+    searcher.on_trial_complete("a", {"vuln": 0.7, "epoch": 1, "training_iteration": 1})
+    second = decode(searcher.suggest("b"))
+    assert {first.aux, second.aux} == {"", "s"}  # the repeat of "a" was drawn again
+    study = optuna.load_study(study_name="stage1", storage=storage)
+    repeats = [t for t in study.trials if t.number not in (0, len(study.trials) - 1)]
+    for t in repeats:  # closed with what running them again would have said
+        assert t.state.name == "COMPLETE" and t.value == 0.7
+    third = decode(searcher.suggest("c"))  # space exhausted: after the redraws, it runs
+    assert third.aux in ("", "s")
