@@ -324,6 +324,7 @@ def train(
         raise ValueError("checkpoint_epochs needs out_dir (where the checkpoints go)")
     device = resolve_device(device)
     amp = _amp_dtype(precision, device)
+    resolved_precision: Precision = "bf16" if amp is not None else "fp32"
     channels_last = device.type == "cuda" or amp is not None
     if not isinstance(weighting, LossWeighting):
         weighting = make_weighting(weighting, model.tasks)
@@ -347,7 +348,7 @@ def train(
         "epochs": epochs,
         "batch_size": batch_size,
         "seed": seed,
-        "precision": "bf16" if amp is not None else "fp32",
+        "precision": resolved_precision,
         "flip": flip,
         "precise_bn": precise_bn,
     }
@@ -380,14 +381,18 @@ def train(
         )
         if precise_bn:
             precise_batchnorm(
-                model, train_data, images=precise_bn, batch_size=batch_size, seed=seed + epoch,
-                precision="bf16" if amp else "fp32",
-            )  # fmt: skip
+                model,
+                train_data,
+                images=precise_bn,
+                batch_size=batch_size,
+                seed=seed + epoch,
+                precision=resolved_precision,
+            )
         val_loss: dict[str, float] = {}
         val_error: dict[str, float] = {}
         if val_data is not None:
             val_loss, val_error = evaluate(
-                model, val_data, batch_size=batch_size, precision="bf16" if amp else "fp32"
+                model, val_data, batch_size=batch_size, precision=resolved_precision
             )
         record = EpochRecord(
             epoch=epoch + 1,
@@ -440,9 +445,10 @@ def precise_batchnorm(
     change; nothing else, and no gradients. All decoders are run, trained or not.
     """
     bns = [
-        m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-        and m.track_running_stats
-    ]  # fmt: skip
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
     if not bns or images <= 0:
         return
     device = next(model.parameters()).device

@@ -78,7 +78,13 @@ TRIAL_DEFAULTS: dict[str, Any] = {
     "clean_error": math.nan,
     "vuln": math.nan,
 }
-HISTORY_COLUMNS: tuple[str, ...] = ("time_s", "clean_error", "vuln", "grad_bound")
+HISTORY_COLUMNS: tuple[str, ...] = (
+    "time_s",
+    "clean_error",
+    "vuln",
+    "grad_bound",
+    "grad_bound_all",
+)
 
 
 # --------------------------------------------------------------------------------------------

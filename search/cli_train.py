@@ -159,9 +159,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         if name in _FLAGS:
             flag = _FLAGS[name]
             p.add_argument(
-                flag, dest=name, action="store_const", const=flag == "--resume",
-                default=argparse.SUPPRESS, help=text,
-            )  # fmt: skip
+                flag,
+                dest=name,
+                action="store_const",
+                const=flag == "--resume",
+                default=argparse.SUPPRESS,
+                help=text,
+            )
             continue
         p.add_argument(
             "--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=text

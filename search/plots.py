@@ -29,6 +29,7 @@ DPI = 110
 YLABELS = {
     "vuln": "main-task rel. vulnerability (cheap attack)",
     "grad_bound": "first-order bound ε·E‖∂x L'‖_q",
+    "grad_bound_all": "first-order bound of the training loss",
     "clean_error": "main-task clean error",
 }
 HATCHES = ("", "//", "..", "xx", "\\\\")

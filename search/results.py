@@ -47,7 +47,7 @@ ENCODER_COST: dict[str, float] = {
 """Relative cost of one training epoch per encoder: forward GFLOPs at 224 px of the torchvision
 (timm for Xception) model divided by ResNet18's 1.81 GFLOPs. Decoders are not counted."""
 
-HISTORY_KEYS = ("epoch", "train_loss", "clean_error", "vuln", "grad_bound")
+HISTORY_KEYS = ("epoch", "train_loss", "clean_error", "vuln", "grad_bound", "grad_bound_all")
 """History columns always present (NaN when a trial did not report them)."""
 
 ATTACK_COLUMNS = ("trial_id", "attack", "attacked", "task", "relative_vulnerability")

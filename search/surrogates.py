@@ -268,3 +268,20 @@ def clean_error(trial: TrialRecord) -> float:
 def first_order_bound(trial: TrialRecord, epoch: int) -> float:
     """``ε·E_x‖∂x L'(x)‖_q`` at ``epoch`` (0 = initialisation): one gradient, no attack."""
     return trial.at_epoch("grad_bound", epoch)
+
+
+@register_surrogate(
+    "grad_bound_all",
+    description="first-order bound ε·E‖∂x L_train‖_q of the whole weighted training loss",
+    per_epoch=True,
+    column="grad_bound_all",
+    needs_attack=False,
+)
+def joint_first_order_bound(trial: TrialRecord, epoch: int) -> float:
+    """Theorem 4's joint gradient ``ε·E‖Σ_i w_i ∂x L_i‖_q`` over every task the model trains.
+
+    At initialisation (epoch 0) the main-task bound is the same for every subset trained from the
+    same seed (the auxiliary heads do not touch the main head), so only this one can rank subsets
+    before any training.
+    """
+    return trial.at_epoch("grad_bound_all", epoch)

@@ -179,7 +179,8 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     Reported attack metrics: ``vuln`` (the main task's relative vulnerability under the
     stage's attack, the ensemble aggregated per ``attack.aggregate``), ``vuln_<attack>`` (per
     attack), ``rv_<task>`` (every task's relative vulnerability under the aggregate),
-    ``grad_bound`` (Lemma 2's first-order bound ``eps·E‖∂x L'‖_q``, no attack) and, in stage 2,
+    ``grad_bound`` (Lemma 2's first-order bound ``eps·E‖∂x L'‖_q`` of the attacked tasks, no
+    attack), ``grad_bound_all`` (the same for the whole weighted training loss) and, in stage 2,
     ``attack_rows`` (the full ``evaluate_robustness`` table as JSON).
     """
     import torch
@@ -298,9 +299,16 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
     device = next(model.parameters()).device
     x = x.to(device)
     y = {k: v.to(device) for k, v in y.items()}
-    grads = input_gradients(model, x, y, attacked)
-    bound = first_order_vulnerability(grads, eps=a.eps, norm=a.norm)
-    out["grad_bound"] = float(bound) if math.isfinite(float(bound)) else math.nan
+    # Lemma 2 for the attacked tasks, and for the model's whole training loss (Theorem 4's joint
+    # gradient Σ w_i r_i): at initialisation only the latter differs between task subsets.
+    grads = input_gradients(model, x, y, spec.tasks)
+    weights = spec.candidate.weight_map
+    for column, keys in (("grad_bound", attacked), ("grad_bound_all", spec.tasks)):
+        sub = {k: grads[k] for k in keys}
+        total = sum(weights[k] for k in keys)
+        w = {k: weights[k] / total for k in keys} if total > 0 else None
+        bound = float(first_order_vulnerability(sub, w, eps=a.eps, norm=a.norm))
+        out[column] = bound if math.isfinite(bound) else math.nan
     if spec.stage == 2:
         out["attack_rows"] = table.to_json(orient="records")
     return out

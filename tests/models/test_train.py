@@ -55,9 +55,17 @@ def test_resume_continues_exactly(tiny_data, tmp_path):
     train(first, data, val, spec, ADAM, "cpu", epochs=1, batch_size=3, out_dir=tmp_path)
     resumed = _model(seed=99)  # the weights come from the checkpoint
     records = train(
-        resumed, data, val, spec, ADAM, "cpu", epochs=2, batch_size=3,
-        out_dir=tmp_path, resume_from=tmp_path / "last.pt",
-    )  # fmt: skip
+        resumed,
+        data,
+        val,
+        spec,
+        ADAM,
+        "cpu",
+        epochs=2,
+        batch_size=3,
+        out_dir=tmp_path,
+        resume_from=tmp_path / "last.pt",
+    )
     assert _equal_states(straight, resumed)
     assert [r.epoch for r in records] == [1, 2]
     assert records[-1].weights == full[-1].weights
@@ -69,14 +77,28 @@ def test_resume_refuses_another_setting(tiny_data, tmp_path):
     train(_model(), data, None, "uniform", ADAM, "cpu", epochs=1, batch_size=2, out_dir=tmp_path)
     with pytest.raises(ValueError, match="its weighting is"):
         train(
-            _model(), data, None, "gradnorm", ADAM, "cpu", epochs=2, batch_size=2,
+            _model(),
+            data,
+            None,
+            "gradnorm",
+            ADAM,
+            "cpu",
+            epochs=2,
+            batch_size=2,
             resume_from=tmp_path / "last.pt",
-        )  # fmt: skip
+        )
     with pytest.raises(ValueError, match="its tasks is 'sd'"):
         train(
-            _model("sdn"), tiny_data("sdn", n=4), None, "uniform", ADAM, "cpu", epochs=2,
-            batch_size=2, resume_from=tmp_path / "last.pt",
-        )  # fmt: skip
+            _model("sdn"),
+            tiny_data("sdn", n=4),
+            None,
+            "uniform",
+            ADAM,
+            "cpu",
+            epochs=2,
+            batch_size=2,
+            resume_from=tmp_path / "last.pt",
+        )
 
 
 def test_on_epoch_false_stops_and_records_are_reported(tiny_data, tmp_path):
@@ -88,9 +110,17 @@ def test_on_epoch_false_stops_and_records_are_reported(tiny_data, tmp_path):
         return False
 
     records = train(
-        _model(), data, data, "uniform", ADAM, "cpu", on_epoch, epochs=3, batch_size=2,
+        _model(),
+        data,
+        data,
+        "uniform",
+        ADAM,
+        "cpu",
+        on_epoch,
+        epochs=3,
+        batch_size=2,
         out_dir=tmp_path,
-    )  # fmt: skip
+    )
     assert records == seen and len(records) == 1
     r = records[0]
     assert r.epoch == 1 and r.lr == 1e-3 and r.seconds > 0
@@ -106,9 +136,18 @@ def test_checkpoint_epochs_hold_the_model_after_that_epoch(tiny_data, tmp_path):
     data = tiny_data("sd", n=4)
     model = _model()
     train(
-        model, data, None, "uniform", ADAM, "cpu", epochs=2, batch_size=2,
-        checkpoint_epochs=[1, 2], out_dir=tmp_path, meta={"data": {"source": "toy"}},
-    )  # fmt: skip
+        model,
+        data,
+        None,
+        "uniform",
+        ADAM,
+        "cpu",
+        epochs=2,
+        batch_size=2,
+        checkpoint_epochs=[1, 2],
+        out_dir=tmp_path,
+        meta={"data": {"source": "toy"}},
+    )
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == [
         "epoch_001.pt",
         "epoch_002.pt",
@@ -153,8 +192,9 @@ def test_precise_batchnorm_gives_the_population_statistics(tiny_data):
     assert torch.allclose(bn.running_mean, feats.mean(dim=(0, 2, 3)), atol=1e-5)
     assert torch.allclose(bn.running_var, feats.var(dim=(0, 2, 3)), rtol=2e-3, atol=1e-6)
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, state[k])}
-    assert changed and all(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
-                           for k in changed)  # fmt: skip
+    assert changed and all(
+        k.endswith(("running_mean", "running_var", "num_batches_tracked")) for k in changed
+    )
     assert model.training and bn.momentum == 0.1
 
 
@@ -173,9 +213,16 @@ def test_evaluate_averages_over_examples_not_batches(tiny_data):
 def test_bf16_autocast_runs_on_cpu(tiny_data):
     model = _model()
     records = train(
-        model, tiny_data("sd", n=4), tiny_data("sd", n=2), "uniform", ADAM, "cpu",
-        epochs=1, batch_size=2, precision="bf16",
-    )  # fmt: skip
+        model,
+        tiny_data("sd", n=4),
+        tiny_data("sd", n=2),
+        "uniform",
+        ADAM,
+        "cpu",
+        epochs=1,
+        batch_size=2,
+        precision="bf16",
+    )
     assert all(math.isfinite(v) for v in records[0].val_error.values())
     assert model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert model.encoder.conv1.weight.dtype == torch.float32  # autocast: fp32 master weights
@@ -199,9 +246,14 @@ def test_bad_arguments(tiny_data, kwargs, message):
 def test_weighting_with_a_task_the_model_lacks_is_refused(tiny_data):
     with pytest.raises(ValueError, match=r"weighting has task\(s\) 'n'"):
         train(
-            _model(), tiny_data("sd", n=2), None,
-            make_weighting("uniform", "sdn"), ADAM, "cpu", epochs=1,
-        )  # fmt: skip
+            _model(),
+            tiny_data("sd", n=2),
+            None,
+            make_weighting("uniform", "sdn"),
+            ADAM,
+            "cpu",
+            epochs=1,
+        )
 
 
 def test_schedule_steps_and_presets():
@@ -230,9 +282,16 @@ def test_training_on_synthetic_data_lowers_every_validation_error():
     model = build_model("resnet18", tasks, decoder_width=16, seed=0)
     _, before = evaluate(model, val_set, batch_size=16)
     records = train(
-        model, train_set, val_set, "uniform", Schedule("adam", 2e-3, milestones=()), "cpu",
-        epochs=6, batch_size=8, seed=0,
-    )  # fmt: skip
+        model,
+        train_set,
+        val_set,
+        "uniform",
+        Schedule("adam", 2e-3, milestones=()),
+        "cpu",
+        epochs=6,
+        batch_size=8,
+        seed=0,
+    )
     after = records[-1].val_error
     for k in tasks:
         assert after[k] < 0.98 * before[k], (k, before[k], after[k])
@@ -243,9 +302,16 @@ def test_training_on_synthetic_data_lowers_every_validation_error():
 def test_amp_bf16_channels_last_on_cuda(tiny_data):
     model = _model()
     records = train(
-        model, tiny_data("sd", n=8), tiny_data("sd", n=4), "gradnorm", ADAM, "cuda",
-        epochs=1, batch_size=4, precision="auto",
-    )  # fmt: skip
+        model,
+        tiny_data("sd", n=8),
+        tiny_data("sd", n=4),
+        "gradnorm",
+        ADAM,
+        "cuda",
+        epochs=1,
+        batch_size=4,
+        precision="auto",
+    )
     assert next(model.parameters()).device.type == "cuda"
     assert model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(math.isfinite(v) for v in records[0].val_error.values())

@@ -23,9 +23,20 @@ def _restore_threads():
 
 
 TINY = [
-    "--size", "32", "--n", "24", "--decoder-width", "8", "--batch-size", "4",
-    "--threads", "1", "--no-progress", "--device", "cpu",
-]  # fmt: skip
+    "--size",
+    "32",
+    "--n",
+    "24",
+    "--decoder-width",
+    "8",
+    "--batch-size",
+    "4",
+    "--threads",
+    "1",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def test_train_writes_checkpoints_metrics_config_and_resumes(tmp_path, capsys):
@@ -37,8 +48,12 @@ def test_train_writes_checkpoints_metrics_config_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "val_error/s" in printed and "val_error/d" in printed and "weight/d" in printed
     assert {p.name for p in out.iterdir()} >= {
-        "config.yaml", "epoch_001.pt", "epoch_002.pt", "last.pt", "metrics.parquet",
-    }  # fmt: skip
+        "config.yaml",
+        "epoch_001.pt",
+        "epoch_002.pt",
+        "last.pt",
+        "metrics.parquet",
+    }
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert list(metrics["epoch"]) == [1, 2]
     assert {"train_loss/s", "val_loss/d", "val_error/d", "weight/s"} <= set(metrics.columns)
@@ -65,12 +80,21 @@ def test_yaml_config_and_command_line_override(tmp_path, capsys):
     config.write_text(
         yaml.safe_dump(
             {
-                "tasks": "d,n", "main": "d", "epochs": 5, "weighting": "manual",
-                "weights": {"d": 1.0, "n": 0.5}, "size": 32, "n": 24, "decoder-width": 8,
-                "batch_size": 4, "threads": 1, "progress": False, "device": "cpu",
+                "tasks": "d,n",
+                "main": "d",
+                "epochs": 5,
+                "weighting": "manual",
+                "weights": {"d": 1.0, "n": 0.5},
+                "size": 32,
+                "n": 24,
+                "decoder-width": 8,
+                "batch_size": 4,
+                "threads": 1,
+                "progress": False,
+                "device": "cpu",
             }
         )
-    )  # fmt: skip
+    )
     out = tmp_path / "run"
     assert main(["train", "--config", str(config), "--epochs", "1", "--out", str(out)]) == 0
     resolved = yaml.safe_load((out / "config.yaml").read_text())

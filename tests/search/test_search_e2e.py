@@ -289,6 +289,13 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     history = pd.read_parquet(out.paths.history)
     epoch0 = history[(history["stage"] == 1) & (history["epoch"] == 0)]
     assert len(epoch0) == 2 and epoch0["grad_bound"].map(math.isfinite).all()
+    # The bound of the whole training loss equals the main-task bound for the single-task model
+    # and differs from it once an auxiliary task joins the loss.
+    trial_tasks = trials.set_index("trial_id")["tasks"]
+    for _, row in epoch0.iterrows():
+        same = row["grad_bound_all"] == pytest.approx(row["grad_bound"], rel=1e-6)
+        assert math.isfinite(row["grad_bound_all"])
+        assert same == (trial_tasks[row["trial_id"]] == "d")
     attacks = pd.read_parquet(out.paths.attacks)
     assert {"pgd", "apgd", "wgd", "worst"} <= set(attacks["attack"])
     row = s2.iloc[0]
