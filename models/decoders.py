@@ -22,13 +22,19 @@ __all__ = ["MTROBUST_RATIOS", "Decoder", "decoder_widths"]
 MTROBUST_RATIOS: tuple[float, ...] = (1.0, 1 / 2, 1 / 4, 3 / 16, 1 / 8)
 """Stage widths of MTRobust's decoder relative to its first (256, 128, 64, 48, 32)."""
 
+MIN_STAGE_WIDTH = 8
+"""No stage is narrower than this (or than the base width, if smaller)."""
+
 
 def decoder_widths(width: int, stages: int) -> tuple[int, ...]:
     """Channel widths of the ``stages`` upsampling stages for base ``width``.
 
     Five stages reproduce MTRobust's ratios (``width=256`` → 256, 128, 64, 48, 32). With fewer
     stages the middle ones are dropped (MTRobust's ``downscale=2`` variant skips 48); the last
-    stage always has ``width/8`` channels; extra stages keep halving. Never below 1 channel.
+    stage always has ``width/8`` channels; extra stages keep halving. Never below
+    ``min(width, 8)`` channels: a stage of one or two channels is often all-dead after its ReLU
+    at initialisation, which makes a tiny model's output independent of its input (zero input
+    gradients, so no attack and no first-order bound can measure anything).
     """
     if width < 1:
         raise ValueError(f"decoder width must be >= 1, got width={width}")
@@ -39,7 +45,8 @@ def decoder_widths(width: int, stages: int) -> tuple[int, ...]:
     else:
         extra = tuple(MTROBUST_RATIOS[-1] / 2**i for i in range(1, stages - 4))
         ratios = MTROBUST_RATIOS + extra
-    return tuple(max(1, round(width * r)) for r in ratios)
+    floor = min(width, MIN_STAGE_WIDTH)
+    return tuple(max(floor, round(width * r)) for r in ratios)
 
 
 class Decoder(nn.Module):

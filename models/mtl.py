@@ -9,6 +9,7 @@ model); the encoder runs once per call.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -131,7 +132,8 @@ def build_model(
         decoder_width: decoders' base width (256 = MTRobust).
         weights_path: optional local encoder ``state_dict`` (``weights_only=True``).
         seed: if given, the random init is drawn from this seed without touching the global
-            RNG (the same seed gives the same model); ``None`` uses the global RNG.
+            RNG (the same seed gives the same model, and the same encoder and per-task decoder
+            whatever the other tasks are); ``None`` uses the global RNG.
     """
     spec = get_encoder(encoder)
     keys = canonical_tasks(tasks)
@@ -152,4 +154,13 @@ def build_model(
         return make()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return make()
+        model = make()
+        # Each head gets its own seed, so a task's initial decoder (and the encoder) is the same
+        # whichever other tasks the model has: subsets trained from one seed differ only by
+        # what their auxiliary tasks contribute, which is what a task-subset search compares.
+        for k in keys:
+            torch.manual_seed(zlib.crc32(f"{seed}:{k}".encode()))
+            model.decoders[k] = Decoder(
+                spec.channels, get_task(k).channels, stride=spec.stride, width=decoder_width
+            )
+        return model

@@ -14,9 +14,9 @@ from tasks.registry import TASKS
 def test_widths_reproduce_mtrobust_and_scale():
     assert decoder_widths(256, 5) == (256, 128, 64, 48, 32)
     assert decoder_widths(256, 4) == (256, 128, 64, 32)  # MTRobust's downscale=2 variant
-    assert decoder_widths(16, 5) == (16, 8, 4, 3, 2)
+    assert decoder_widths(16, 5) == (16, 8, 8, 8, 8)  # never below 8 channels
     assert decoder_widths(256, 6) == (256, 128, 64, 48, 32, 16)
-    assert decoder_widths(4, 5) == (4, 2, 1, 1, 1)  # never below one channel
+    assert decoder_widths(4, 5) == (4, 4, 4, 4, 4)  # nor below the base width
     with pytest.raises(ValueError, match="width"):
         decoder_widths(0, 5)
 
@@ -81,3 +81,14 @@ def test_every_decoder_parameter_gets_a_gradient(key):
     (out * torch.randn_like(out)).sum().backward()
     for name, p in dec.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("width", [4, 8, 16])
+def test_tiny_model_at_init_depends_on_its_input(width):
+    """Regression: 1–2 channel stages died at init, so eval outputs ignored x (zero gradients)."""
+    x = torch.rand(2, 3, 32, 32, requires_grad=True)
+    model = build_model("resnet18", "dn", decoder_width=width, seed=0).eval()
+    out = model(x)
+    for k in "dn":
+        (g,) = torch.autograd.grad(out[k].sum(), x, retain_graph=True)
+        assert g.abs().sum() > 0, k

@@ -77,3 +77,16 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
 def test_bad_width_is_refused():
     with pytest.raises(ValueError, match="decoder_width"):
         build_model("resnet18", "d", decoder_width=0)
+
+
+def test_seeded_heads_do_not_depend_on_the_other_tasks():
+    """A task-subset search compares subsets trained from one seed: shared parts start equal."""
+    alone = build_model("resnet18", "d", decoder_width=8, seed=3)
+    joint = build_model("resnet18", "sdn", decoder_width=8, seed=3)
+    for name, value in alone.encoder.state_dict().items():
+        assert torch.equal(value, joint.encoder.state_dict()[name]), name
+    for name, value in alone.decoders["d"].state_dict().items():
+        assert torch.equal(value, joint.decoders["d"].state_dict()[name]), name
+    other_seed = build_model("resnet18", "d", decoder_width=8, seed=4)
+    assert not torch.equal(other_seed.decoders["d"].head.weight, alone.decoders["d"].head.weight)
+    assert not torch.equal(joint.decoders["s"].head.weight[:1], joint.decoders["d"].head.weight)
