@@ -5,10 +5,12 @@ Examples::
     rts search configs/quickstart.yaml
     rts search configs/quickstart.yaml search.n_trials=16 attack.eps=4/255 --dry-run
     rts search configs/my.yaml --address auto --storage /shared/rts
+    rts search configs/my.yaml --address auto --storage s3://bucket/rts
 
 The config is validated completely before anything starts: a bad key or value is one line
 ``rts: error: search.encoders[1]: unknown encoder 'resnet19'; choose from ...`` and exit 2.
-Running the same command again resumes an interrupted search.
+Running the same command again resumes an interrupted search (with a URI storage, on any
+machine: the run is downloaded from the URI first).
 """
 
 from __future__ import annotations
@@ -45,7 +47,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--storage",
         default="runs",
-        help="folder that holds <name>/ (default: runs); a shared path on a cluster",
+        help=(
+            "folder or URI (s3://, gs://, hdfs://, file:///abs) that holds <name>/ "
+            "(default: runs); on a cluster a shared folder or a URI"
+        ),
     )
     p.add_argument(
         "--address",
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     paths = run_dir(cfg, args.storage)
     if args.dry_run:
         print(format_plan(cfg, plan_search(cfg)))
-        print(f"results would go to {paths.root}")
+        print(f"results would go to {paths.display}")
         return 0
     trial_fn = _load_trial_fn(args.trial_fn) if args.trial_fn else None
     import optuna
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from search.results import format_summary
 
     print()
-    print(format_summary(outcome.summary, outcome.paths.root))
+    print(format_summary(outcome.summary, outcome.paths.display))
     print(
         "Tables: trials.parquet (one row per trial), history.parquet (per epoch), "
         "attacks.parquet (stage-2 attacks), summary.md"

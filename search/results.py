@@ -104,11 +104,20 @@ def failure_reason(error: BaseException | None) -> str:
 
 
 def _config_of(result: Any) -> dict[str, Any]:
+    """The trial's config; from its ``params.json`` (local or on the remote storage) if Ray's
+    result lacks it."""
     config = result.config
-    if not config:
-        params = Path(str(result.path)) / "params.json"
-        config = json.loads(params.read_text()) if params.exists() else {}
-    return config
+    if config:
+        return config
+    params = f"{result.path}/params.json"
+    fs = getattr(result, "filesystem", None)
+    if fs is None:
+        return json.loads(Path(params).read_text()) if Path(params).exists() else {}
+    try:
+        with fs.open_input_stream(params) as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return {}
 
 
 def collect_stage(

@@ -14,6 +14,10 @@ an interrupted stage with ``Tuner.restore`` (finished trials are kept, running o
 from their last checkpoint, the searcher's state comes back) and skips a finished stage, whose
 tables are on disk; stage 2's trial set is a pure function of stage 1's table. A trial that
 raises or diverges is recorded as failed with its reason and the search goes on.
+
+``storage`` may be a URI (``s3://``, ``gs://``, ``hdfs://``, ``file://``): Ray Tune's
+experiments go there directly, and the run's own files are written to a local staging copy
+that is downloaded at the start and uploaded after each stage (:mod:`search.storage`).
 """
 
 from __future__ import annotations
@@ -76,9 +80,25 @@ class SearchInterrupted(RuntimeError):
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Where a run keeps everything (``root`` = ``<storage>/<name>``)."""
+    """Where a run keeps everything.
+
+    Attributes:
+        root: the run folder ``<storage>/<name>`` (the local staging copy for a URI storage).
+        remote: ``<storage URI>/<name>`` for a URI storage, else ``None``.
+    """
 
     root: Path
+    remote: str | None = None
+
+    @property
+    def location(self) -> str:
+        """Where the results are: the URI, or the folder."""
+        return self.remote or str(self.root)
+
+    @property
+    def display(self) -> str:
+        """The location for messages (with the staging copy for a URI)."""
+        return f"{self.remote} (local copy: {self.root})" if self.remote else str(self.root)
 
     @property
     def config(self) -> Path:
@@ -86,9 +106,14 @@ class RunPaths:
         return self.root / "config.yaml"
 
     @property
-    def ray(self) -> Path:
-        """Ray Tune's experiment folders (``ray/stage1``, ``ray/stage2``)."""
-        return self.root / "ray"
+    def ray(self) -> str:
+        """Ray Tune's storage (``<location>/ray``, holding ``stage1``, ``stage2``): on the
+        remote itself for a URI storage."""
+        return f"{self.remote}/ray" if self.remote else str(self.root / "ray")
+
+    def experiment(self, stage: int) -> str:
+        """Ray Tune's experiment of ``stage`` (a folder or URI)."""
+        return f"{self.ray}/stage{stage}"
 
     @property
     def journal(self) -> Path:
@@ -142,13 +167,21 @@ class SearchOutcome:
 
 
 def run_dir(cfg: SearchConfig, storage: str | os.PathLike[str] = "runs") -> RunPaths:
-    """The run folder of ``cfg`` under ``storage`` (a local or shared file-system path)."""
+    """The run folder of ``cfg`` under ``storage``: a local or shared folder, or a URI that
+    pyarrow opens (then ``root`` is the local staging copy; nothing is read or written here).
+
+    Raises:
+        ConfigError: a URI with an unsupported scheme or no bucket / absolute path.
+    """
     text = os.fspath(storage)
     if "://" in text:
-        raise ConfigError(
-            f"--storage {text!r}: URIs are not supported; mount the bucket or use a shared "
-            "folder (NFS) reachable at the same path on every node"
-        )
+        from search.storage import check_uri, staging_dir
+
+        try:
+            uri = check_uri(text)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return RunPaths(staging_dir(uri, cfg.name), remote=f"{uri}/{cfg.name}")
     return RunPaths(Path(text).expanduser().resolve() / cfg.name)
 
 
@@ -165,7 +198,8 @@ def run_search(
 
     Args:
         cfg: the search config (validated again here).
-        storage: folder that holds ``<name>/``; shared between nodes on a cluster.
+        storage: folder that holds ``<name>/``, shared between nodes on a cluster; or a URI
+            (``s3://bucket/runs``, ``file:///abs``; see :mod:`search.storage`).
         address: ``None`` starts Ray locally; ``"auto"`` or ``"ray://host:10001"`` joins a
             cluster. Ignored when Ray is already initialised in this process.
         num_cpus: CPUs of a local Ray (default: all of the machine's).
@@ -180,24 +214,64 @@ def run_search(
     validate(cfg)
     check_ray_args(address, num_cpus)
     paths = run_dir(cfg, storage)
+    say = echo or (lambda _line: None)
+    if paths.remote:
+        from search.storage import sync_down
+
+        if sync_down(paths.remote, paths.root):
+            say(f"resuming from {paths.display}")
     prepare_run_dir(cfg, paths)
     if trial_fn is None:
         from search.trial import run_trial
 
         trial_fn = run_trial
-    say = echo or (lambda _line: None)
     space = Space.from_config(cfg)
-    finished = all(_read_stage(paths, stage) is not None for stage in (1, 2))
-    with contextlib.nullcontext() if finished else ray_session(address, num_cpus):
-        s1 = _run_stage1(cfg, paths, trial_fn, say)
-        entries = select_stage2(
-            s1.trials,
-            space,
-            top_k=cfg.stage2.top_k,
-            uniform_twins=cfg.stage2.uniform_twins,
-            pareto=cfg.search.objective == "pareto",
-        )
-        s2 = _run_stage2(cfg, paths, trial_fn, [e.to_config() for e in entries], say)
+    with _mirrored(paths):
+        sync_up(paths)
+        finished = all(_read_stage(paths, stage) is not None for stage in (1, 2))
+        with contextlib.nullcontext() if finished else ray_session(address, num_cpus):
+            s1 = _run_stage1(cfg, paths, trial_fn, say)
+            sync_up(paths)
+            entries = select_stage2(
+                s1.trials,
+                space,
+                top_k=cfg.stage2.top_k,
+                uniform_twins=cfg.stage2.uniform_twins,
+                pareto=cfg.search.objective == "pareto",
+            )
+            s2 = _run_stage2(cfg, paths, trial_fn, [e.to_config() for e in entries], say)
+            sync_up(paths)
+        outcome = _write_results(cfg, paths, space, s1, s2)
+    return outcome
+
+
+def sync_up(paths: RunPaths) -> None:
+    """Upload what changed in the staging copy (nothing for a folder storage)."""
+    if paths.remote:
+        from search.storage import sync_up as upload
+
+        upload(paths.root, paths.remote)
+
+
+@contextlib.contextmanager
+def _mirrored(paths: RunPaths) -> Iterator[None]:
+    """Upload the staging copy when the block stops on an error too (best effort)."""
+    try:
+        yield
+    except BaseException:
+        if paths.remote:
+            try:
+                sync_up(paths)
+            except Exception as exc:  # keep the original error
+                log.warning("could not upload %s to %s: %s", paths.root, paths.remote, exc)
+        raise
+    sync_up(paths)
+
+
+def _write_results(
+    cfg: SearchConfig, paths: RunPaths, space: Space, s1: StageTables, s2: StageTables
+) -> SearchOutcome:
+    """Join both stages, write the tables and the summary, and return them."""
     trials = pd.concat([s1.trials, add_surrogate_columns(s2.trials, s1.trials)], ignore_index=True)
     history = pd.concat([s1.history, s2.history], ignore_index=True)
     summary = summarize(
@@ -213,7 +287,7 @@ def run_search(
     write_parquet(history, paths.history)
     write_parquet(s2.attacks, paths.attacks)
     atomic_write_text(paths.summary_json, summary.to_json())
-    atomic_write_text(paths.summary_md, format_summary(summary, paths.root) + "\n")
+    atomic_write_text(paths.summary_md, format_summary(summary, paths.location) + "\n")
     return SearchOutcome(paths, trials, history, s2.attacks, summary)
 
 
@@ -224,7 +298,7 @@ def prepare_run_dir(cfg: SearchConfig, paths: RunPaths) -> None:
         changed = diff_configs(previous, cfg)
         if changed:
             raise ConfigError(
-                f"{paths.root} holds a search with another config ({'; '.join(changed[:3])}); "
+                f"{paths.location} holds a search with another config ({'; '.join(changed[:3])}); "
                 "rerun with the same config to resume, or pick another name=..."
             )
     atomic_write_text(paths.config, dump_config(cfg))
@@ -278,18 +352,20 @@ def _run_config(name: str, cfg: SearchConfig, paths: RunPaths, total: int, echo:
 
     return tune.RunConfig(
         name=name,
-        storage_path=str(paths.ray),
+        storage_path=paths.ray,
         failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        # Two, not one: a driver killed between Ray deleting a trial's older checkpoint and saving
+        # the experiment state that points to the newer one must still find a checkpoint.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=[_progress_callback(name, total, echo)],
         verbose=0,
     )
 
 
-def _restorable(exp: Path) -> bool:
+def _restorable(exp: str) -> bool:
     from ray import tune
 
-    return exp.exists() and tune.Tuner.can_restore(str(exp))
+    return tune.Tuner.can_restore(exp)
 
 
 def _run_stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -> StageTables:
@@ -298,18 +374,26 @@ def _run_stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Ech
     if done is not None:
         echo(f"stage 1: finished earlier ({len(done.trials)} trials), skipped")
         return done
+    from search.storage import journal_at
+
+    with journal_at(paths.journal):  # a restored searcher's study goes to this run's journal
+        return _stage1(cfg, paths, trial_fn, echo)
+
+
+def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -> StageTables:
+    """Stage 1 on Ray: restore the interrupted experiment, or start it."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from search.space import make_sampler, make_searcher
     from search.trainable import make_trainable
 
-    exp = paths.ray / "stage1"
+    exp = paths.experiment(1)
     total = stage1_trial_count(cfg)
     trainable = make_trainable(trial_fn, cfg, 1)
     if _restorable(exp):
         echo(f"stage 1: resuming {exp}")
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True)
+        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True)
     else:
         _fresh_start(exp, paths.journal)
         space = Space.from_config(cfg)
@@ -373,11 +457,11 @@ def _run_stage2(
 
     from search.trainable import make_trainable
 
-    exp = paths.ray / "stage2"
+    exp = paths.experiment(2)
     trainable = make_trainable(trial_fn, cfg, 2)
     if _restorable(exp):
         echo(f"stage 2: resuming {exp}")
-        tuner = tune.Tuner.restore(str(exp), trainable=trainable, resume_unfinished=True)
+        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True)
     else:
         _fresh_start(exp, None)
         echo(
@@ -405,22 +489,27 @@ def _run_stage2(
     return tables
 
 
-def _fresh_start(exp: Path, journal: Path | None) -> None:
+def _fresh_start(exp: str, journal: Path | None) -> None:
     """Clear what an earlier start left before it saved a restorable state."""
-    if exp.exists():
-        log.info("removing %s: it holds no restorable experiment", exp)
-        shutil.rmtree(exp)
+    from search.storage import delete_tree
+
+    if delete_tree(exp):
+        log.info("removed %s: it held no restorable experiment", exp)
     if journal is not None and journal.exists():
         journal.unlink()
 
 
 def journal_storage(path: Path) -> Any:
-    """Optuna journal-file storage at ``path`` (file-locked, safe on NFS)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+    """Optuna journal-file storage at ``path`` (file-locked, safe on NFS).
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    Its pickle (in Ray's snapshot of the searcher) carries the journal, so a restored stage 1
+    gets back the study its searcher knows (:class:`search.storage.SnapshotJournalBackend`).
+    """
+    from optuna.storages import JournalStorage
+
+    from search.storage import SnapshotJournalBackend
+
+    return JournalStorage(SnapshotJournalBackend(path))
 
 
 def _check_complete(results: Any, expected: int, stage: int, paths: RunPaths) -> None:
@@ -428,7 +517,7 @@ def _check_complete(results: Any, expected: int, stage: int, paths: RunPaths) ->
     if len(results) < expected or finished < len(results):
         raise SearchInterrupted(
             f"stage {stage} stopped with {finished} of {expected} trials finished; run the same "
-            f"command again to resume ({paths.root})"
+            f"command again to resume ({paths.location})"
         )
 
 
