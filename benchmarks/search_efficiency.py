@@ -1,0 +1,494 @@
+"""Search efficiency: the two-stage search against an exhaustive ground truth.
+
+    python -m benchmarks.search_efficiency                          # defaults below, ~25 min
+    python -m benchmarks.search_efficiency --seeds 0 --budgets tpe-8x1 --storage /tmp/eff
+
+Run it as a module from the repository root (``python benchmarks/search_efficiency.py`` puts
+``benchmarks/`` first on ``sys.path``, where ``benchmarks/search.py`` shadows the package).
+
+1. **Ground truth.** The exhaustive study of ``--config`` (default: the RQ1 synthetic study, main
+   task ``d`` and the pool ``sDnE``: 16 subsets): every subset trained for the full
+   ``stage2.epochs`` on its target encoder and attacked with the ensemble; its worst-case
+   main-task relative vulnerability is the truth. Its stage 1 (every subset, no pruning) gives
+   the surrogates' correlations with the truth (the Table-3 analogue, from
+   :func:`search.analysis.analyze`).
+2. **Searches.** The two-stage search (``rts search``'s code path, :func:`search.run.run_search`,
+   real Ray Tune, Optuna and ASHA) with each budget of :data:`BUDGETS` and each ``--seeds``.
+   The seed is ``search.seed``: the sampler's seed. Every trial trains and is attacked with the
+   ground truth's seed (:class:`TruthSeedTrial`), so a candidate's stage-2 value in a search is
+   exactly its truth (common random numbers): the searches differ by which candidates they
+   sample, prune and carry over, which is what is measured. ``--noise-seed`` measures how much
+   the truth itself moves with the training seed.
+3. **Scores** per search: compute spent as a fraction of the exhaustive study (trial-epochs
+   weighted by the encoder's cost, :func:`compute_spent`; and summed trial wall time), the truth
+   rank of the recommended subset (top-1 / top-2 / top-3 hit) and its regret (truth of the pick −
+   best truth), :func:`score_pick`.
+
+Prints Markdown tables. Wall times are medians over the seeds; the machine may be shared, so
+compare the fractions (measured side by side in the same run) rather than absolute seconds.
+Peak RSS: this driver process, and the largest Ray process reaped after Ray shut down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import math
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+_HERE = Path(__file__).resolve().parent
+# Run as a script, this folder would come first on sys.path and benchmarks/search.py would shadow
+# the `search` package: drop it (the package is installed editable).
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+from search.results import encoder_cost  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = ROOT / "configs" / "rq1-tasks-norms-budgets-synthetic.yaml"
+GOAL_FRACTION = 0.20
+"""The goal: the true best subset, or one within the true top 2, at <= 20 % of the exhaustive
+compute (trial-epochs weighted by encoder cost), on every seed."""
+GOAL_RANK = 2
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One search budget: what the search may spend, as config overrides.
+
+    Attributes:
+        name: label in the tables (``tpe-8x1``: sampler, trials x stage-1 epochs).
+        sampler: ``search.sampler``.
+        n_trials: ``search.n_trials`` (stage-1 trials).
+        epochs: ``stage1.epochs`` (surrogate epochs per trial, ASHA's ``max_t``).
+        scheduler: ``stage1.scheduler`` (``asha`` prunes on the surrogate ``vuln``; ``fifo``).
+        top_k: ``stage2.top_k`` (candidates trained in full besides the single-task baseline).
+    """
+
+    name: str
+    sampler: str
+    n_trials: int
+    epochs: int
+    scheduler: str = "fifo"
+    top_k: int = 1
+
+    def overrides(self) -> list[str]:
+        """The config overrides that turn the ground-truth study into this search."""
+        return [
+            f"search.sampler={self.sampler}",
+            f"search.n_trials={self.n_trials}",
+            f"stage1.epochs={self.epochs}",
+            f"stage1.scheduler={self.scheduler}",
+            "stage1.grace_period=1",
+            "stage1.reduction_factor=2",
+            f"stage2.top_k={self.top_k}",
+            "stage2.uniform_twins=false",
+        ]
+
+
+BUDGETS: dict[str, Budget] = {
+    b.name: b
+    for b in (
+        Budget("tpe-8x1", "tpe", 8, 1),
+        Budget("tpe-4x2", "tpe", 4, 2),
+        Budget("tpe-6x2-asha", "tpe", 6, 2, "asha"),
+        Budget("random-8x1", "random", 8, 1),
+        Budget("tpe-4x1-top2", "tpe", 4, 1, top_k=2),
+    )
+}
+"""Budgets of the search. With 16 subsets, stage 2 alone (the top-k candidates + the single-task
+baseline, each a full training) costs (k + 1)/16 of the exhaustive study: 12.5 % for k = 1,
+18.75 % for k = 2, so a 20 % goal leaves stage 1 about 7.5 % (k = 1) or 1.25 % (k = 2)."""
+DEFAULT_BUDGETS = ("tpe-8x1", "tpe-4x2", "tpe-6x2-asha")
+
+
+class TruthSeedTrial:
+    """The real trial function (:func:`search.trial.run_trial`) with the ground truth's seed.
+
+    ``search.seed`` seeds both the sampler and every trial; this wrapper keeps the sampler's
+    seed and trains and attacks every trial with ``seed``, so that a search's stage-2 value of a
+    candidate is exactly its ground truth (common random numbers between search and truth).
+    """
+
+    def __init__(self, seed: int, inner: Any = None) -> None:
+        self.seed = seed
+        self.inner = inner  # the wrapped trial function; None = search.trial.run_trial
+
+    def __call__(self, spec: Any, session: Any) -> None:
+        """Run the trial ``spec`` with the truth's seed."""
+        inner = self.inner
+        if inner is None:
+            from search.trial import run_trial as inner
+        inner(dataclasses.replace(spec, seed=self.seed), session)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring (pure functions, tested on crafted frames in tests/search/test_efficiency.py)
+
+
+def truth_values(trials: pd.DataFrame) -> pd.Series:
+    """The ground truth: main-task vulnerability per auxiliary subset (``aux``, ``""`` = the
+    single-task model), from the completed stage-2 trials of an exhaustive run (mean over
+    repeats), sorted best (lowest) first."""
+    done = trials[(trials["stage"] == 2) & (trials["status"] == "completed")]
+    done = done.dropna(subset=["vuln"])
+    if done.empty:
+        raise ValueError("the exhaustive run has no completed stage-2 trial: no ground truth")
+    values = done.groupby(done["aux"].astype(str))["vuln"].mean()
+    return values.sort_values(kind="stable")
+
+
+def trial_units(trials: pd.DataFrame) -> pd.Series:
+    """Compute of each trial in ResNet18-epoch units: epochs it trained × the relative cost of
+    the encoder it trained (``trained_encoder``; :data:`search.results.ENCODER_COST`). Pruned and
+    failed trials count the epochs they reached: that compute was spent."""
+    epochs = pd.to_numeric(trials["epochs"], errors="coerce").fillna(0.0)
+    cost = trials["trained_encoder"].astype(str).map(encoder_cost).astype(float)
+    return epochs * cost
+
+
+def compute_spent(search: pd.DataFrame, exhaustive: pd.DataFrame) -> dict[str, float]:
+    """Compute of a search (both stages) against the exhaustive study's full trainings.
+
+    Args:
+        search: the search's ``trials`` table (stage 1 and 2).
+        exhaustive: the exhaustive run's ``trials``; only its stage-2 trials (every configuration
+            trained in full on its target encoder) count: its stage 1 only records surrogates
+            for the analysis, an exhaustive study does not need it.
+
+    Returns:
+        ``units`` and ``exhaustive_units`` (trial-epochs × encoder cost), ``units_fraction``,
+        ``stage1_units``, ``stage2_units``, ``wall_s`` and ``exhaustive_wall_s`` (summed trial
+        seconds, training and attacks; NaN-skipping) and ``wall_fraction``.
+    """
+    units = trial_units(search)
+    full = exhaustive[exhaustive["stage"] == 2]
+    ex_units = float(trial_units(full).sum())
+    wall = float(pd.to_numeric(search["wall_s"], errors="coerce").sum(skipna=True))
+    ex_wall = float(pd.to_numeric(full["wall_s"], errors="coerce").sum(skipna=True))
+    stage = search["stage"].astype(int)
+    return {
+        "units": float(units.sum()),
+        "stage1_units": float(units[stage == 1].sum()),
+        "stage2_units": float(units[stage == 2].sum()),
+        "exhaustive_units": ex_units,
+        "units_fraction": float(units.sum()) / ex_units if ex_units > 0 else math.nan,
+        "wall_s": wall,
+        "exhaustive_wall_s": ex_wall,
+        "wall_fraction": wall / ex_wall if ex_wall > 0 else math.nan,
+    }
+
+
+def score_pick(pick: str, truth: pd.Series) -> dict[str, Any]:
+    """How good the recommended subset ``pick`` is by the ground truth (lower is better).
+
+    ``rank`` is 1 + the number of subsets strictly better than the pick (ties share a rank);
+    ``top{1,2,3}_hit`` say whether the rank is within 1, 2, 3; ``regret`` = truth[pick] − best
+    truth; ``regret_norm`` = regret / (worst − best) (0 = the best, 1 = the worst). A pick that
+    is not in the truth (no recommendation) scores NaN and no hit.
+    """
+    best = float(truth.min())
+    spread = float(truth.max()) - best
+    if pick not in truth.index or (isinstance(pick, float) and math.isnan(pick)):
+        return {
+            "pick": pick,
+            "best": str(truth.idxmin()),
+            "rank": math.nan,
+            "top1_hit": False,
+            "top2_hit": False,
+            "top3_hit": False,
+            "regret": math.nan,
+            "regret_norm": math.nan,
+        }
+    value = float(truth[pick])
+    rank = 1 + int((truth < value).sum())
+    return {
+        "pick": pick,
+        "best": str(truth.idxmin()),
+        "rank": rank,
+        "top1_hit": rank <= 1,
+        "top2_hit": rank <= 2,
+        "top3_hit": rank <= 3,
+        "regret": value - best,
+        "regret_norm": (value - best) / spread if spread > 0 else 0.0,
+    }
+
+
+def sampling_diagnostics(search: pd.DataFrame, truth: pd.Series) -> dict[str, Any]:
+    """Why a search missed: was the true best sampled in stage 1, how did stage 1 rank it, and
+    which subsets reached stage 2."""
+    from search.results import rank_stage1
+
+    s1 = search[search["stage"] == 1]
+    best = str(truth.idxmin())
+    sampled = set(s1["aux"].astype(str))
+    ranked = rank_stage1(s1) if len(s1) else s1
+    order = list(dict.fromkeys(ranked["aux"].astype(str))) if len(ranked) else []
+    s2 = search[search["stage"] == 2]
+    return {
+        "distinct_sampled": len(sampled),
+        "best_sampled": best in sampled,
+        "best_stage1_rank": order.index(best) + 1 if best in order else math.nan,
+        "stage1_pruned": int((s1["status"] == "pruned").sum()),
+        "stage2": ",".join(_label(a) for a in s2["aux"].astype(str)),
+    }
+
+
+def stage2_reproduces_truth(search: pd.DataFrame, truth: pd.Series) -> float:
+    """Largest |stage-2 vuln − truth| over the search's completed stage-2 trials (0 when trials
+    are deterministic and share the truth's seed, as :class:`TruthSeedTrial` makes them)."""
+    s2 = search[(search["stage"] == 2) & (search["status"] == "completed")]
+    diffs = [
+        abs(float(v) - float(truth[a]))
+        for a, v in zip(s2["aux"].astype(str), s2["vuln"], strict=True)
+        if a in truth.index
+    ]
+    return max(diffs) if diffs else math.nan
+
+
+def summarize_budgets(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per budget over the seeds: hit rates, mean regret, median fractions, the goal verdict."""
+    out = []
+    for name, g in rows.groupby("budget", sort=False):
+        within = (g["rank"] <= GOAL_RANK) & (g["units_fraction"] <= GOAL_FRACTION)
+        out.append(
+            {
+                "budget": name,
+                "seeds": len(g),
+                "units_fraction": float(g["units_fraction"].median()),
+                "wall_fraction": float(g["wall_fraction"].median()),
+                "top1": f"{int(g['top1_hit'].sum())}/{len(g)}",
+                "top2": f"{int(g['top2_hit'].sum())}/{len(g)}",
+                "top3": f"{int(g['top3_hit'].sum())}/{len(g)}",
+                "mean_regret": float(g["regret"].mean()),
+                "mean_regret_norm": float(g["regret_norm"].mean()),
+                "best_sampled": f"{int(g['best_sampled'].sum())}/{len(g)}",
+                "goal": "met" if bool(within.all()) else "missed",
+                "search_s": float(g["search_s"].median()),
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def _label(aux: str) -> str:
+    return aux if aux else "-"
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
+    """Peak resident memory in MiB (``ru_maxrss`` is KiB on Linux) of this process, or with
+    ``RUSAGE_CHILDREN`` of the largest reaped child process."""
+    return resource.getrusage(who).ru_maxrss / 1024
+
+
+def markdown(frame: pd.DataFrame, digits: Mapping[str, int] | None = None) -> str:
+    """``frame`` as a Markdown table; floats with ``digits[col]`` decimals (default 3)."""
+    from search.analysis import fmt, text_table
+
+    digits = dict(digits or {})
+    cells = frame.copy()
+    for col in cells.columns:
+        if pd.api.types.is_float_dtype(cells[col]):
+            cells[col] = [fmt(v, digits.get(col, 3)) for v in cells[col]]
+    return text_table(cells.astype(str))
+
+
+def run_study(cfg: Any, storage: str, trial_fn: Any, echo: Any) -> tuple[Any, float]:
+    """Run (or resume) one study through ``rts search``'s code path; (outcome, wall seconds)."""
+    from search.run import run_search
+
+    start = time.perf_counter()
+    out = run_search(cfg, storage=storage, trial_fn=trial_fn, echo=echo)
+    return out, time.perf_counter() - start
+
+
+def table3(truth_dir: Path, surrogates: Sequence[str] | None = None) -> pd.DataFrame:
+    """The surrogates' correlations with the truth over every subset (the Table-3 analogue)."""
+    from search.analysis import analyze, load_run
+
+    return analyze(load_run(truth_dir), surrogates=surrogates, k=1)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark and print its tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="ground-truth study")
+    parser.add_argument("--seeds", default="0,1,2", help="search seeds (sampler), e.g. 0,1,2")
+    parser.add_argument(
+        "--budgets",
+        default=",".join(DEFAULT_BUDGETS),
+        help=f"budgets to run, from {', '.join(BUDGETS)}",
+    )
+    parser.add_argument("--storage", default=None, help="runs folder (default: a temp folder)")
+    parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
+    parser.add_argument(
+        "--noise-seed",
+        type=int,
+        default=None,
+        help="also train every subset with this training seed: how much the truth moves",
+    )
+    parser.add_argument("overrides", nargs="*", help="config overrides for every study")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    for key in ("RAY_AUTH_MODE", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"):
+        os.environ.setdefault(key, "0" if "THRESHOLD" in key else "disabled")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+    import optuna
+    import ray
+
+    from search.analysis import correlate, format_analysis
+    from search.config import load_config, resolve
+    from search.space import Space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    names = [b.strip() for b in args.budgets.split(",") if b.strip()]
+    unknown = [b for b in names if b not in BUDGETS]
+    if unknown:
+        parser.error(f"unknown budget {unknown[0]!r}; choose from {', '.join(BUDGETS)}")
+    budgets = [BUDGETS[b] for b in names]
+    storage = args.storage or tempfile.mkdtemp(prefix="rts-eff-")
+    base = resolve(load_config(args.config, args.overrides))
+    size = Space.from_config(base).size
+    truth_seed = base.search.seed
+    s1_epochs = max([b.epochs for b in budgets] + [base.stage1.epochs])
+    truth_cfg = load_config(
+        args.config,
+        [
+            *args.overrides,
+            "name=truth",
+            "search.sampler=grid",
+            "search.n_trials=null",
+            f"stage1.epochs={s1_epochs}",
+            "stage1.scheduler=fifo",
+            f"stage2.top_k={size}",
+        ],
+    )
+    say = lambda line: print(f"  [{time.strftime('%H:%M:%S')}] {line}", flush=True)  # noqa: E731
+    print(f"# Search efficiency ({args.config}; runs in {storage})\n", flush=True)
+    ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    try:
+        truth_out, truth_s = run_study(truth_cfg, storage, None, say)
+        truth = truth_values(truth_out.trials)
+        noise = None
+        if args.noise_seed is not None:
+            noise_cfg = load_config(
+                args.config,
+                [
+                    *args.overrides,
+                    f"name=truth-seed{args.noise_seed}",
+                    "search.sampler=grid",
+                    "search.n_trials=null",
+                    "stage1.epochs=1",
+                    "stage1.scheduler=fifo",
+                    f"stage2.top_k={size}",
+                    f"search.seed={args.noise_seed}",
+                ],
+            )
+            noise_out, _ = run_study(noise_cfg, storage, None, say)
+            noise = truth_values(noise_out.trials)
+        rows = []
+        for budget in budgets:
+            for seed in seeds:
+                cfg = load_config(
+                    args.config,
+                    [
+                        *args.overrides,
+                        *budget.overrides(),
+                        f"name=search-{budget.name}-seed{seed}",
+                        f"search.seed={seed}",
+                    ],
+                )
+                out, wall = run_study(cfg, storage, TruthSeedTrial(truth_seed), say)
+                rec = out.summary.recommended_aux if out.summary.recommended_trial else math.nan
+                row = {"budget": budget.name, "seed": seed}
+                row.update(compute_spent(out.trials, truth_out.trials))
+                row.update(score_pick(rec, truth))
+                row.update(sampling_diagnostics(out.trials, truth))
+                row["stage2_vs_truth"] = stage2_reproduces_truth(out.trials, truth)
+                row["search_s"] = wall
+                rows.append(row)
+                say(
+                    f"{budget.name} seed {seed}: pick {_label(str(rec))} (rank {row['rank']}), "
+                    f"{row['units_fraction']:.1%} of the exhaustive units"
+                )
+    finally:
+        ray.shutdown()
+
+    frame = pd.DataFrame(rows)
+    print(f"\n## Ground truth ({len(truth)} subsets, main task {base.search.main!r})\n")
+    gt = pd.DataFrame(
+        {"rank": range(1, len(truth) + 1), "aux": [_label(a) for a in truth.index], "vuln": truth}
+    )
+    print(markdown(gt.reset_index(drop=True), {"vuln": 4}))
+    ex = truth_out.trials[truth_out.trials["stage"] == 2]
+    print(
+        f"\nExhaustive study: {len(ex)} full trainings, {trial_units(ex).sum():.0f} "
+        f"ResNet18-epoch units, {ex['wall_s'].sum():.0f} s of trial time; the whole run "
+        f"(with its surrogate stage) took {truth_s:.0f} s."
+    )
+    if noise is not None:
+        c = correlate(truth.to_numpy(), noise.reindex(truth.index).to_numpy(), n_resamples=999)
+        print(
+            f"\nTraining-seed noise: the truth retrained with seed {args.noise_seed} has "
+            f"Spearman {c['spearman_rho']:.2f} (Pearson {c['pearson_r']:.2f}) with seed "
+            f"{truth_seed}; its best subset is {_label(str(noise.idxmin()))} (rank "
+            f"{score_pick(str(noise.idxmin()), truth)['rank']} in the seed-{truth_seed} truth)."
+        )
+    print("\n## Surrogates against the truth, every subset (Table-3 analogue)\n")
+    print(format_analysis(table3(truth_out.paths.root)))
+    cols = [
+        "budget",
+        "seed",
+        "units_fraction",
+        "wall_fraction",
+        "pick",
+        "rank",
+        "top1_hit",
+        "top3_hit",
+        "regret",
+        "regret_norm",
+        "best_sampled",
+        "best_stage1_rank",
+        "distinct_sampled",
+        "stage1_pruned",
+        "stage2",
+        "search_s",
+    ]
+    shown = frame[cols].copy()
+    shown["pick"] = [_label(str(p)) for p in shown["pick"]]
+    print("\n## Per search\n")
+    print(markdown(shown, {"regret": 4, "search_s": 0, "units_fraction": 3}))
+    print(
+        f"\n## Per budget (goal: true rank <= {GOAL_RANK} at <= {GOAL_FRACTION:.0%}, every seed)\n"
+    )
+    print(markdown(summarize_budgets(frame), {"mean_regret": 4, "search_s": 0}))
+    print(
+        f"\nstage-2 values vs truth, largest |difference| over all searches: "
+        f"{frame['stage2_vs_truth'].max():.2g} (0 = trials reproduce the truth exactly)"
+    )
+    print(
+        f"Peak RSS: driver {peak_rss_mib():.0f} MiB, largest reaped child (a Ray process) "
+        f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

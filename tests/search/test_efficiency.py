@@ -1,0 +1,227 @@
+"""The search-efficiency benchmark's accounting and scoring, on hand-made results frames.
+
+Expected values are computed by hand from the frames (encoder costs from
+``search.results.ENCODER_COST``: ResNet18 = 1, ResNet50 = 2.26).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.search_efficiency import (
+    BUDGETS,
+    DEFAULT_BUDGETS,
+    DEFAULT_CONFIG,
+    GOAL_FRACTION,
+    Budget,
+    TruthSeedTrial,
+    compute_spent,
+    sampling_diagnostics,
+    score_pick,
+    stage2_reproduces_truth,
+    summarize_budgets,
+    trial_units,
+    truth_values,
+)
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def trial(tid, stage, aux, *, epochs, enc="resnet18", status="completed", vuln=1.0, wall=10.0):
+    return {
+        "trial_id": tid,
+        "stage": stage,
+        "aux": aux,
+        "trained_encoder": enc,
+        "epochs": epochs,
+        "status": status,
+        "vuln": vuln,
+        "clean_error": 0.5,
+        "wall_s": wall,
+    }
+
+
+@pytest.fixture
+def exhaustive() -> pd.DataFrame:
+    """An exhaustive run over 4 subsets: stage 1 (ResNet18, 2 epochs, surrogates only) and
+    stage 2 (ResNet50, 8 epochs each), truth 0.3 < 0.5 < 0.7 < 0.9."""
+    rows = [trial(f"s1-{i}", 1, a, epochs=2, wall=5.0) for i, a in enumerate(["", "s", "D", "sD"])]
+    truth = {"": 0.5, "s": 0.9, "D": 0.3, "sD": 0.7}
+    rows += [
+        trial(f"s2-{i}", 2, a, epochs=8, enc="resnet50", vuln=v, wall=40.0)
+        for i, (a, v) in enumerate(truth.items())
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def search() -> pd.DataFrame:
+    """A search: 3 stage-1 trials on ResNet18 (one pruned at epoch 1, one failed at epoch 1),
+    2 stage-2 trials on ResNet50 (8 epochs), one trial time unknown."""
+    return pd.DataFrame(
+        [
+            trial("s1-1", 1, "D", epochs=2, vuln=0.2, wall=6.0),
+            trial("s1-2", 1, "s", epochs=1, status="pruned", vuln=0.8, wall=3.0),
+            trial("s1-3", 1, "sD", epochs=1, status="failed", vuln=math.nan, wall=math.nan),
+            trial("s2-1", 2, "D", epochs=8, enc="resnet50", vuln=0.3, wall=40.0),
+            trial("s2-2", 2, "", epochs=8, enc="resnet50", vuln=0.5, wall=41.0),
+        ]
+    )
+
+
+def test_trial_units_weight_epochs_by_the_trained_encoder(search):
+    assert list(trial_units(search)) == pytest.approx([2.0, 1.0, 1.0, 8 * 2.26, 8 * 2.26])
+
+
+def test_compute_spent_counts_every_epoch_trained_against_the_full_trainings(search, exhaustive):
+    spent = compute_spent(search, exhaustive)
+    # Stage 1: 2 + 1 (pruned) + 1 (failed: its epoch was spent) ResNet18 epochs.
+    assert spent["stage1_units"] == pytest.approx(4.0)
+    assert spent["stage2_units"] == pytest.approx(2 * 8 * 2.26)
+    assert spent["units"] == pytest.approx(4.0 + 36.16)
+    # The exhaustive cost is its stage 2 only: 4 subsets x 8 epochs x 2.26 (not its stage 1).
+    assert spent["exhaustive_units"] == pytest.approx(4 * 8 * 2.26)
+    assert spent["units_fraction"] == pytest.approx(40.16 / 72.32)
+    # Wall: the unknown trial time is skipped; the exhaustive wall is its stage-2 trials' sum.
+    assert spent["wall_s"] == pytest.approx(6 + 3 + 40 + 41)
+    assert spent["exhaustive_wall_s"] == pytest.approx(160.0)
+    assert spent["wall_fraction"] == pytest.approx(90 / 160)
+
+
+def test_compute_spent_without_full_trainings_is_nan(search, exhaustive):
+    spent = compute_spent(search, exhaustive[exhaustive["stage"] == 1])
+    assert math.isnan(spent["units_fraction"])
+    assert math.isnan(spent["wall_fraction"])
+
+
+def test_truth_values_use_completed_stage2_trials_and_average_repeats(exhaustive):
+    extra = pd.DataFrame(
+        [
+            trial("s2-9", 2, "D", epochs=8, vuln=0.5),  # a repeat: D becomes (0.3 + 0.5) / 2
+            trial("s2-10", 2, "n", epochs=3, status="failed", vuln=0.0),
+            trial("s2-11", 2, "E", epochs=8, vuln=math.nan),
+        ]
+    )
+    truth = truth_values(pd.concat([exhaustive, extra], ignore_index=True))
+    assert list(truth.index) == ["D", "", "sD", "s"]
+    assert list(truth) == pytest.approx([0.4, 0.5, 0.7, 0.9])
+    with pytest.raises(ValueError, match="no completed stage-2 trial"):
+        truth_values(exhaustive[exhaustive["stage"] == 1])
+
+
+def test_score_pick_ranks_hits_and_regret():
+    truth = pd.Series({"D": 0.3, "": 0.5, "n": 0.5, "sD": 0.7, "s": 0.9})
+    best = score_pick("D", truth)
+    assert (best["rank"], best["top1_hit"], best["regret"], best["regret_norm"]) == (
+        1,
+        True,
+        0.0,
+        0.0,
+    )
+    tie = score_pick("n", truth)  # ties share the rank: one subset is strictly better
+    assert tie["rank"] == 2 and tie["top2_hit"] and not tie["top1_hit"]
+    third = score_pick("sD", truth)
+    assert third["rank"] == 4 and not third["top3_hit"]
+    assert third["regret"] == pytest.approx(0.4)
+    assert third["regret_norm"] == pytest.approx(0.4 / 0.6)
+    worst = score_pick("s", truth)
+    assert worst["regret_norm"] == pytest.approx(1.0)
+    assert worst["best"] == "D"
+    for missing in ("E", math.nan):  # not in the truth, or no recommendation at all
+        miss = score_pick(missing, truth)
+        assert math.isnan(miss["rank"]) and not miss["top3_hit"] and math.isnan(miss["regret"])
+
+
+def test_sampling_diagnostics_rank_completed_before_pruned(search, exhaustive):
+    truth = truth_values(exhaustive)
+    diag = sampling_diagnostics(search, truth)
+    assert diag["best_sampled"] is True  # D
+    assert diag["best_stage1_rank"] == 1
+    assert diag["distinct_sampled"] == 3
+    assert diag["stage1_pruned"] == 1
+    assert diag["stage2"] == "D,-"
+    # A pruned trial ranks after every completed one, whatever its vulnerability.
+    s = search.copy()
+    s.loc[s["trial_id"] == "s1-1", ["aux", "status", "epochs", "vuln"]] = ["n", "completed", 2, 5]
+    s.loc[s["trial_id"] == "s1-2", ["aux", "status", "vuln"]] = ["D", "pruned", 0.01]
+    diag = sampling_diagnostics(s, truth)
+    assert diag["best_stage1_rank"] == 2
+    s = s[s["aux"] != "D"]
+    assert sampling_diagnostics(s, truth)["best_sampled"] is False
+    assert math.isnan(sampling_diagnostics(s, truth)["best_stage1_rank"])
+
+
+def test_stage2_reproduces_truth(search, exhaustive):
+    truth = truth_values(exhaustive)
+    assert stage2_reproduces_truth(search, truth) == 0.0
+    off = search.copy()
+    off.loc[off["trial_id"] == "s2-2", "vuln"] = 0.65
+    assert stage2_reproduces_truth(off, truth) == pytest.approx(0.15)
+
+
+def test_summarize_budgets_needs_every_seed_within_rank_and_fraction():
+    def row(budget, seed, rank, frac):
+        return {
+            "budget": budget,
+            "seed": seed,
+            "rank": rank,
+            "units_fraction": frac,
+            "wall_fraction": frac * 1.5,
+            "top1_hit": rank <= 1,
+            "top2_hit": rank <= 2,
+            "top3_hit": rank <= 3,
+            "regret": 0.1 * (rank - 1),
+            "regret_norm": 0.05 * (rank - 1),
+            "best_sampled": True,
+            "search_s": 60.0,
+        }
+
+    rows = pd.DataFrame(
+        [
+            row("a", 0, 1, 0.18),
+            row("a", 1, 2, 0.19),
+            row("b", 0, 1, 0.18),
+            row("b", 1, 3, 0.18),  # rank 3: missed
+            row("c", 0, 1, 0.25),  # over the compute goal
+        ]
+    )
+    out = summarize_budgets(rows).set_index("budget")
+    assert list(out["goal"]) == ["met", "missed", "missed"]
+    assert out.loc["a", "top1"] == "1/2" and out.loc["a", "top2"] == "2/2"
+    assert out.loc["b", "mean_regret"] == pytest.approx(0.1)
+    assert out.loc["a", "units_fraction"] == pytest.approx(0.185)
+
+
+def test_default_budgets_are_planned_within_the_compute_goal():
+    """Each default budget, applied to the ground-truth study, is planned (dry run) at most 20 %
+    of its exhaustive cost: stage 2 = top-k + the baseline of the 16 subsets."""
+    from search.config import load_config
+    from search.run import plan_search
+
+    for name in DEFAULT_BUDGETS:
+        cfg = load_config(DEFAULT_CONFIG, BUDGETS[name].overrides())
+        plan = plan_search(cfg)
+        assert plan.configurations == 16
+        assert plan.units_expected / plan.exhaustive_units <= GOAL_FRACTION, name
+    top2 = load_config(DEFAULT_CONFIG, Budget("x", "tpe", 1, 1, top_k=2).overrides())
+    plan = plan_search(top2)  # 3 of 16 full trainings are 18.75 % before any stage-1 trial
+    assert plan.units_expected / plan.exhaustive_units > 3 / 16
+
+
+def test_truth_seed_trial_replaces_the_seed_only():
+    from search.config import load_config
+    from search.space import Space
+    from search.trial import build_spec
+
+    cfg = load_config(DEFAULT_CONFIG, ["search.seed=7"])
+    spec = build_spec(cfg, Space.from_config(cfg).candidate("sD", "uniform", "resnet18"), 2)
+    seen = []
+    TruthSeedTrial(0, inner=lambda s, session: seen.append((s, session)))(spec, "session")
+    ((got, session),) = seen
+    assert session == "session"
+    assert got.seed == 0 and spec.seed == 7
+    assert got == spec.__class__(**{**spec.__dict__, "seed": 0})
