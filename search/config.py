@@ -669,10 +669,8 @@ def _check_stages(cfg: SearchConfig) -> None:
 
 
 def _check_attack(a: AttackConfig) -> None:
-    if not 0 < a.eps <= 1 and a.norm == "linf":
-        _fail("attack.eps", f"must be in (0, 1] for linf, got {a.eps}")
-    if not a.eps > 0:
-        _fail("attack.eps", f"must be > 0, got {a.eps}")
+    if not 0 < a.eps <= 1:  # the attacks' own rule, for every norm
+        _fail("attack.eps", f"must be in (0, 1], got {a.eps}")
     if a.step_size is not None and not a.step_size > 0:
         _fail("attack.step_size", f"must be > 0, got {a.step_size}")
     if a.images < 1:

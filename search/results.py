@@ -103,7 +103,7 @@ def failure_reason(error: BaseException | None) -> str:
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
 
 
-def _config_of(result: Any) -> dict[str, Any]:
+def trial_config(result: Any) -> dict[str, Any]:
     """The trial's config; from its ``params.json`` (local or on the remote storage) if Ray's
     result lacks it."""
     config = result.config
@@ -134,7 +134,7 @@ def collect_stage(
     rows, histories, attack_rows = [], [], []
     ordered = sorted(results, key=lambda r: trial_counter(r.path))
     for number, result in enumerate(ordered, start=1):
-        config = _config_of(result)
+        config = trial_config(result)
         entry = config.get("candidate", config)
         cand = decode(entry)
         trial_id = stage_trial_id(stage, number)

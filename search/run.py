@@ -513,7 +513,12 @@ def journal_storage(path: Path) -> Any:
 
 
 def _check_complete(results: Any, expected: int, stage: int, paths: RunPaths) -> None:
+    from search.results import trial_config
+
     finished = results.num_terminated + results.num_errors
+    # A trial stopped by Ctrl-C before Ray saved its config has no candidate: not finished.
+    unsaved = sum(1 for r in results if not trial_config(r))
+    finished -= unsaved
     if len(results) < expected or finished < len(results):
         raise SearchInterrupted(
             f"stage {stage} stopped with {finished} of {expected} trials finished; run the same "

@@ -82,7 +82,7 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("stage1.epochs=true", "stage1.epochs: expected an integer, got True"),
         ("stage2.uniform_twins=1", "stage2.uniform_twins: expected true or false, got 1"),
         ("attack.eps=abc", "attack.eps: expected a number or a fraction such as 8/255"),
-        ("attack.eps=2", "attack.eps: must be in (0, 1] for linf, got 2.0"),
+        ("attack.eps=2", "attack.eps: must be in (0, 1], got 2.0"),
         ("search.sampler=cmaes", "search.sampler: unknown value 'cmaes'; choose from tpe, random"),
         ("search.main=x", "search.main: unknown task 'x'; choose from s, d, D"),
         ("search.pool=sdk", "search.pool: holds the main task 'd'"),
@@ -178,8 +178,8 @@ def test_cli_bad_config_exits_2_with_one_line_and_writes_nothing(tmp_path, capsy
     argv = ["search", str(good), "--storage", str(storage), "--address", "auto"]
     assert main([*argv, "--num-cpus", "2"]) == 2
     assert "--num-cpus 2: caps a local Ray only" in capsys.readouterr().err
-    assert main(["search", str(good), "--storage", "s3://bucket/runs"]) == 2
-    assert "URIs are not supported" in capsys.readouterr().err
+    assert main(["search", str(good), "--storage", "ftp://host/runs"]) == 2
+    assert "unsupported URI scheme 'ftp'" in capsys.readouterr().err
     assert not storage.exists()
 
 
@@ -209,3 +209,10 @@ def test_eps_fraction_is_exact():
     cfg = load_config(None, ["attack.eps=16/255", "attack.step_size=2/255"])
     assert cfg.attack.eps == 16 / 255 and cfg.attack.step_size == 2 / 255
     assert math.isclose(load_config(None, ["attack.eps=0.5"]).attack.eps, 0.5)
+
+
+def test_eps_rule_is_the_attacks_rule_for_every_norm():
+    """The attacks refuse eps > 1 whatever the norm; the config must refuse it before any trial."""
+    assert error_of(["attack.norm=l2", "attack.eps=2"]).startswith(
+        "attack.eps: must be in (0, 1], got 2.0"
+    )

@@ -214,3 +214,24 @@ def test_top_k_zero_still_trains_the_baseline(k):
     trials = pd.DataFrame([row("s1-0001", "s", 0.3)])
     entries = select_stage2(trials, sp(), top_k=k, uniform_twins=True)
     assert [e.role for e in entries] == ["top"] * k + ["baseline"]
+
+
+def test_a_trial_without_a_saved_config_means_the_stage_was_interrupted(tmp_path):
+    """Ctrl-C can stop a trial before Ray writes its params.json: resume, don't crash."""
+    from types import SimpleNamespace
+
+    from search.run import SearchInterrupted, _check_complete
+
+    done = SimpleNamespace(config={"candidate": {"main": "d"}}, path=str(tmp_path / "a"))
+    unsaved = SimpleNamespace(config={}, path=str(tmp_path / "b"))
+
+    class Grid(list):
+        num_terminated = 1
+        num_errors = 1
+
+    paths = SimpleNamespace(location=str(tmp_path))
+    with pytest.raises(SearchInterrupted, match="1 of 2 trials finished"):
+        _check_complete(Grid([done, unsaved]), 2, 2, paths)
+    Grid.num_errors = 0
+    Grid.num_terminated = 2
+    _check_complete(Grid([done, done]), 2, 2, paths)  # complete: no error
