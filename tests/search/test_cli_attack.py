@@ -69,7 +69,11 @@ def test_attack_writes_table(run_dir, tmp_path, capsys):
     assert set(df["attacked"]) == {"d", "sd"} and set(df["task"]) == {"s", "d"}
     assert (df["n"] == 2).all()
     assert df["eps"].tolist() == pytest.approx([8 / 255] * 12)
-    assert (df["adv_loss"] >= df["clean_loss"] - 1e-6).all()
+    # The worst case is per sample over the attacks: its mean error is at least each attack's.
+    # (A 1-step attack's final loss may be slightly below the clean one on an untrained model.)
+    errors = df.pivot_table(index=["attacked", "task"], columns="attack", values="adv_error")
+    assert (errors["worst"] >= errors[["fgsm", "pgd"]].max(axis=1) - 1e-9).all()
+    assert set(df["clean_loss"].round(6)) == set(df[df["attack"] == "worst"]["clean_loss"].round(6))
     assert (out / "attack.json").is_file()
     assert not (run_dir / "attack.parquet").exists()
 
