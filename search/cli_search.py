@@ -109,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
     )
     root = outcome.paths.root
     print(f"Report: rts report {root}   (surrogate correlations: rts analyze {root})")
+    if not outcome.summary.recommended_trial:
+        # Every stage-2 trial failed (a bug, a full disk, ...): scripts must see it.
+        print("rts: search failed: no stage-2 trial completed; see trials.parquet", file=sys.stderr)
+        return 1
     return 0
 
 

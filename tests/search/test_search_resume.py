@@ -160,3 +160,25 @@ def test_kill_9_then_rerun_loses_and_repeats_nothing(tmp_path):
     repeats = epochs.groupby(["trial_id", "epoch"]).size()
     assert (repeats > 1).sum() <= 2  # at most the two trials running at the kill
     assert (trials.loc[trials["stage"] == 2, "status"] == "completed").all()
+
+
+@pytest.mark.slow
+def test_a_search_whose_every_trial_fails_exits_1(tmp_path):
+    """Scripts must see a search that produced no recommendation (here: an injected fault)."""
+    config = tmp_path / "fail.yaml"
+    config.write_text(
+        "name: fail\nsearch: {main: d, pool: s, max_aux: 1, n_trials: 2, encoders: [resnet18]}\n"
+        "stage1: {epochs: 1}\nstage2: {top_k: 1, epochs: 1}\n"
+    )
+    # fail_on="" is contained in every auxiliary set, the empty one included: every trial fails.
+    env = {**os.environ, **RAY_ENV_DEFAULTS, "RTS_FAKE_TRIAL": json.dumps({"fail_on": ""})}
+    cmd = [sys.executable, "-m", "search.cli", "search", str(config), "--storage"]
+    cmd += [str(tmp_path / "runs"), "--num-cpus", "2", "--trial-fn", "search.trial_fake:from_env"]
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=240, start_new_session=True
+    )
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "no stage-2 trial completed" in proc.stderr
+    trials = pd.read_parquet(tmp_path / "runs" / "fail" / "trials.parquet")
+    assert (trials["status"] == "failed").all()
+    assert trials["failure"].str.contains("injected fault").all()
