@@ -538,6 +538,20 @@ def _write_stage(paths: RunPaths, stage: int, tables: StageTables) -> None:
     write_parquet(tables.history, paths.stage(stage, "history"))
     write_parquet(tables.attacks, paths.stage(stage, "attacks"))
     write_parquet(tables.trials, paths.stage(stage, "trials"))
+    _drop_resume_checkpoints(paths.experiment(stage))
+
+
+def _drop_resume_checkpoints(exp: str) -> None:
+    """Delete the per-epoch trial checkpoints of a finished stage (local storage).
+
+    They exist only to resume an interrupted stage; once the stage's tables are written the
+    stage is never resumed again (stage-2 models were copied to ``checkpoints/`` first). They are
+    most of a run's size: model and optimizer state of every trial, kept twice.
+    """
+    if "://" in exp or not os.path.isdir(exp):
+        return
+    for folder in Path(exp).glob("*/checkpoint_*"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _save_checkpoints(results: Any, trials: pd.DataFrame, paths: RunPaths) -> pd.DataFrame:

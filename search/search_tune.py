@@ -89,6 +89,17 @@ class StagedOptunaSearch(OptunaSearch):
             self._seen.setdefault(self._key(config), trial_id)
         return config
 
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        """Report an intermediate value, unless the study has already closed the trial.
+
+        After a hard kill the Optuna journal can be newer than Ray's last snapshot: a trial the
+        journal saw finish is resumed by Ray and reports again. That must not kill the search.
+        """
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError as exc:
+            log.info("trial %s resumed after the study closed it: %s", trial_id, exc)
+
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:

@@ -303,4 +303,6 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     assert {"pgd", "apgd", "wgd", "worst"} <= set(attacks["attack"])
     row = s2.iloc[0]
     model, meta = load_checkpoint(out.paths.root / row["checkpoint"] / "last.pt")
+    # Finished stages drop Ray's per-epoch resume checkpoints (most of a run's size).
+    assert not list((out.paths.root / "ray").glob("*/*/checkpoint_*"))
     assert model.tasks == row["tasks"] and meta["epoch"] == 1

@@ -202,3 +202,16 @@ def test_searcher_redraws_configurations_that_already_ran():
         assert t.state.name == "COMPLETE" and t.value == 0.7
     third = decode(searcher.suggest("c"))  # space exhausted: after the redraws, it runs
     assert third.aux in ("", "s")
+
+
+def test_a_trial_the_study_already_closed_may_report_again():
+    """After kill -9 the journal can be newer than Ray's snapshot: a finished trial resumes."""
+    storage = optuna.storages.InMemoryStorage()
+    searcher = searcher_for(storage)
+    searcher.suggest("t")
+    number = optuna.load_study(study_name="stage1", storage=storage).trials[0].number
+    optuna.load_study(study_name="stage1", storage=storage).tell(number, 0.4)  # journal: done
+    searcher.on_trial_result("t", {"vuln": 0.5, "training_iteration": 2, "epoch": 1})
+    searcher.on_trial_complete("t", {"vuln": 0.5, "epoch": 3, "training_iteration": 4})
+    trial = optuna.load_study(study_name="stage1", storage=storage).trials[0]
+    assert trial.state.name == "COMPLETE" and trial.value == 0.4  # the study's record stands
