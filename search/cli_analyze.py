@@ -11,6 +11,26 @@ import argparse
 from pathlib import Path
 
 
+def add_ranking_options(p: argparse.ArgumentParser) -> None:
+    """``-k``, ``--resamples`` and ``--seed``: shared by ``rts analyze`` and ``rts report``."""
+    p.add_argument(
+        "-k",
+        "--top-k",
+        type=int,
+        default=None,
+        dest="k",
+        help="k of the top-k overlap and of the compute-saved estimate "
+        "(default: the run's stage2.top_k, else 3; capped at n-1)",
+    )
+    p.add_argument(
+        "--resamples",
+        type=int,
+        default=999,
+        help="bootstrap resamples of the confidence intervals (default 999)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Declare ``rts analyze``."""
     p = subparsers.add_parser(
@@ -29,28 +49,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="comma-separated surrogates or families (default: all), e.g. vuln,clean_error",
     )
-    p.add_argument(
-        "-k",
-        "--top-k",
-        type=int,
-        default=None,
-        dest="k",
-        help="k of the top-k overlap and of the compute-saved estimate "
-        "(default: the run's stage2.top_k, else 3; capped at n-1)",
-    )
-    p.add_argument(
-        "--resamples",
-        type=int,
-        default=999,
-        help="bootstrap resamples of the confidence intervals (default 999)",
-    )
+    add_ranking_options(p)
     p.add_argument(
         "--confidence",
         type=float,
         default=0.95,
         help="confidence level of the intervals (default 0.95)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     p.set_defaults(func=run)
     return p
 

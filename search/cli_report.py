@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from search.cli_analyze import add_ranking_options
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Declare ``rts report``."""
@@ -24,22 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument("run", type=Path, help="run folder of `rts search` (runs/<name>)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/report)")
-    p.add_argument(
-        "-k",
-        "--top-k",
-        type=int,
-        default=None,
-        dest="k",
-        help="k of the top-k overlap and of the compute-saved estimate "
-        "(default: the run's stage2.top_k, else 3; capped at n-1)",
-    )
-    p.add_argument(
-        "--resamples",
-        type=int,
-        default=999,
-        help="bootstrap resamples of the confidence intervals (default 999)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    add_ranking_options(p)
     p.set_defaults(func=run)
     return p
 
