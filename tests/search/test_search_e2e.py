@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import math
 
 import optuna
@@ -18,7 +17,7 @@ import pytest
 
 from search.config import load_config
 from search.results import pareto_ranks
-from search.run import RAY_ENV_DEFAULTS, journal_storage, run_search
+from search.run import journal_storage, run_search
 from search.space import Candidate
 from search.trial_fake import MARGINAL, FakeTrial, fake_vulnerability
 
@@ -48,24 +47,6 @@ PROMISED_COLUMNS = {
     "surrogate_clean_error",
     "checkpoint",
 }
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV_DEFAULTS.items():
-            mp.setenv(key, value)
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 def events(log_path) -> list[dict]:

@@ -5,7 +5,6 @@ pyarrow code path as ``s3://``)."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pickle
 import shutil
@@ -19,7 +18,7 @@ import pytest
 import search.storage as storage
 from search.cli import main
 from search.config import load_config
-from search.run import RAY_ENV_DEFAULTS, journal_storage, run_dir, run_search
+from search.run import journal_storage, run_dir, run_search
 from search.space import Candidate
 from search.storage import journal_at, sync_down, sync_up
 from search.trial_fake import FakeTrial, fake_vulnerability
@@ -27,24 +26,6 @@ from search.trial_fake import FakeTrial, fake_vulnerability
 ray = pytest.importorskip("ray")
 
 CFG = load_config(None, ["name=uri"])
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV_DEFAULTS.items():
-            mp.setenv(key, value)
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 def files_under(root: Path) -> dict[str, bytes]:

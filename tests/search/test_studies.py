@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 from pathlib import Path
 
 import pandas as pd
@@ -172,26 +171,6 @@ def test_synthetic_counterpart_asks_the_same_question(name):
 
 
 ray = pytest.importorskip("ray")
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    from search.run import RAY_ENV_DEFAULTS
-
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV_DEFAULTS.items():
-            mp.setenv(key, value)
-        ray.init(
-            address="local",
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.ERROR,
-        )
-        try:
-            yield
-        finally:
-            ray.shutdown()
 
 
 def run_tiny(name: str, tmp_path: Path, *overrides: str):
