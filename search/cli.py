@@ -64,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``rts``; returns the process exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may follow options too (``rts search c.yaml --dry-run a.b=1``):
+    # argparse stops filling a positional list at the first option.
+    if extra and isinstance(getattr(args, "overrides", None), list):
+        if all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides += extra
+            extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 Sampler = Literal["tpe", "random", "nsga2", "grid"]
 Objective = Literal["vulnerability", "pareto"]
+Stage1Metric = Literal["vuln", "clean_error", "grad_bound", "grad_bound_all"]
+STAGE1_METRICS: tuple[str, ...] = typing.get_args(Stage1Metric)
 Scheme = Literal["uniform", "mtrobust", "optimal", "searched"]
 Norm = Literal["linf", "l2"]
 
@@ -85,8 +87,11 @@ class SpaceConfig:
         sampler: Optuna sampler: ``tpe``, ``random``, ``nsga2`` or ``grid`` (the exhaustive
             mode: every configuration of the space once).
         n_trials: stage-1 trials; ``None`` = the size of the space (required finite: grid).
-        seed: seed of the sampler, and of model initialisation and attacks in every trial (the
-            same seed in every trial, so trials differ by their configuration only).
+        seed: seed of the sampler; also of the trials unless ``trial_seed`` is set.
+        trial_seed: seed of data order, model initialisation and attack noise in every trial
+            (the same in every trial, so trials differ by their configuration only); ``None`` =
+            ``seed``. Set it to vary the sampler while keeping the trials' random numbers (or
+            the reverse: the same proposals retrained with other seeds).
     """
 
     main: str = "d"
@@ -98,6 +103,7 @@ class SpaceConfig:
     sampler: Sampler | None = None
     n_trials: int | None = 16
     seed: int = 0
+    trial_seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -127,13 +133,21 @@ class Stage1Config:
     Attributes:
         encoder: surrogate encoder, or ``"same"`` to train the trial's own encoder (needed when
             several encoders are searched: a fixed surrogate cannot rank encoders).
-        epochs: epochs of a trial that is not pruned (ASHA's ``max_t``).
+        epochs: epochs of a trial that is not pruned (ASHA's ``max_t``); 0 = a zero-training
+            screen: every trial is only evaluated at initialisation (``scheduler: fifo``; useful
+            with ``metric: grad_bound_all``, the one metric that differs between task subsets
+            before training).
         decoder_width: decoder width of the surrogate model; ``None`` = the model default.
         batch_size: training batch size.
         lr: learning rate.
         scheduler: ``asha`` (prune on the primary metric) or ``fifo`` (no pruning).
         grace_period: epochs every trial gets before ASHA may stop it.
         reduction_factor: ASHA keeps about 1/reduction_factor of the trials at each rung.
+        metric: what ranks stage-1 trials (lower is better), for ASHA's pruning, the sampler's
+            objective and the choice of stage-2 candidates: ``vuln`` (the main task's relative
+            vulnerability to the cheap attack), ``clean_error`` (its clean error),
+            ``grad_bound`` (first-order bound of the attacked tasks' loss, no attack) or
+            ``grad_bound_all`` (the same for the whole weighted training loss).
     """
 
     encoder: str = "resnet18"
@@ -144,6 +158,7 @@ class Stage1Config:
     scheduler: Literal["asha", "fifo"] = "asha"
     grace_period: int = 1
     reduction_factor: int = 2
+    metric: Stage1Metric = "vuln"
 
 
 @dataclass(frozen=True)
@@ -151,14 +166,17 @@ class Stage2Config:
     """Stage 2, the target: the best stage-1 candidates trained in full and strongly attacked.
 
     Attributes:
-        top_k: distinct stage-1 configurations carried over (the single-task baseline is always
-            added).
+        top_k: distinct stage-1 configurations carried over (not counting the single-task
+            model).
         epochs: full training epochs.
         decoder_width: decoder width of the target model; ``None`` = the model default.
         batch_size: training batch size.
         lr: learning rate.
         uniform_twins: also train a uniform-weight twin of every non-uniform candidate, so the
             summary can say what the weights bought.
+        baseline: also train the single-task model (of every encoder among the candidates), so
+            the summary can say what the auxiliary tasks bought; ``false`` saves a full training
+            when only the ranking matters.
     """
 
     top_k: int = 3
@@ -167,6 +185,7 @@ class Stage2Config:
     batch_size: int = 32
     lr: float = 1e-3
     uniform_twins: bool = True
+    baseline: bool = True
 
 
 @dataclass(frozen=True)
@@ -374,10 +393,16 @@ def resolve(cfg: SearchConfig) -> SearchConfig:
     n_trials = space.n_trials
     if n_trials is None:
         n_trials = space_size(cfg)
+    trial_seed = space.seed if space.trial_seed is None else space.trial_seed
     return dataclasses.replace(
         cfg,
         search=dataclasses.replace(
-            space, pool=cfg.pool, max_aux=cfg.max_aux, sampler=cfg.sampler, n_trials=n_trials
+            space,
+            pool=cfg.pool,
+            max_aux=cfg.max_aux,
+            sampler=cfg.sampler,
+            n_trials=n_trials,
+            trial_seed=trial_seed,
         ),
     )
 
@@ -651,21 +676,29 @@ def _check_stages(cfg: SearchConfig) -> None:
             f"several encoders are searched, so stage 1 must train each trial's own encoder "
             f"(a fixed surrogate cannot rank encoders); set stage1.encoder: {SAME_ENCODER}",
         )
+    if s1.epochs < 0:
+        _fail("stage1.epochs", f"must be >= 0 (0 = evaluate at initialisation), got {s1.epochs}")
+    if s1.epochs == 0 and s1.scheduler == "asha":
+        _fail("stage1.epochs", "0 (a zero-training screen) has nothing to prune; set scheduler: fifo")
+    if s2.epochs < 1:
+        _fail("stage2.epochs", f"must be >= 1, got {s2.epochs}")
+    if cfg.search.objective == "pareto" and s1.metric == "clean_error":
+        _fail("stage1.metric", "clean_error is already the Pareto objective's second axis")
     for name, st in (("stage1", s1), ("stage2", s2)):
-        if st.epochs < 1:
-            _fail(f"{name}.epochs", f"must be >= 1, got {st.epochs}")
         if st.batch_size < 1:
             _fail(f"{name}.batch_size", f"must be >= 1, got {st.batch_size}")
         if not st.lr > 0:
             _fail(f"{name}.lr", f"must be > 0, got {st.lr}")
         if st.decoder_width is not None and st.decoder_width < 1:
             _fail(f"{name}.decoder_width", f"must be >= 1, got {st.decoder_width}")
-    if not 1 <= s1.grace_period <= s1.epochs:
+    if s1.scheduler == "asha" and not 1 <= s1.grace_period <= s1.epochs:
         _fail("stage1.grace_period", f"must be in [1, epochs={s1.epochs}], got {s1.grace_period}")
     if s1.reduction_factor < 2:
         _fail("stage1.reduction_factor", f"must be >= 2, got {s1.reduction_factor}")
     if s2.top_k < 0:
         _fail("stage2.top_k", f"must be >= 0, got {s2.top_k}")
+    if s2.top_k == 0 and not s2.baseline:
+        _fail("stage2.top_k", "0 with baseline: false leaves stage 2 nothing to train")
 
 
 def _check_attack(a: AttackConfig) -> None:

@@ -156,6 +156,10 @@ def collect_stage(
             "failure": failure_reason(error),
             "vuln": _last(hist, "vuln") if status != "failed" else math.nan,
             "clean_error": _last(hist, "clean_error") if status != "failed" else math.nan,
+            **{
+                m: _last(hist, m) if status != "failed" else math.nan
+                for m in ("grad_bound", "grad_bound_all")
+            },
             "cost_units": reached * encoder_cost(encoder),
             "wall_s": float(metrics.get("time_total_s", math.nan)),
             "node_id": str(metrics.get("node_id", "")),
@@ -256,26 +260,31 @@ def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
     return all(x <= y for x, y in zip(a, b, strict=True)) and a != b
 
 
-def rank_stage1(trials: pd.DataFrame, *, pareto: bool = False) -> pd.DataFrame:
+def rank_stage1(
+    trials: pd.DataFrame, *, pareto: bool = False, metric: str = "vuln"
+) -> pd.DataFrame:
     """Stage-1 trials that did not fail, best first.
 
     Completed trials (trained the full surrogate budget) come before pruned ones, and pruned
     ones by how far they got: metrics at different epochs are not comparable. Within a group
-    the order is by main-task vulnerability (then clean error, then trial id); in Pareto mode by
-    non-dominated rank on (vulnerability, clean error) first.
+    the order is by ``metric`` (``stage1.metric``: the main task's vulnerability by default),
+    then vulnerability, clean error and trial id; in Pareto mode by non-dominated rank on
+    (``metric``, clean error) first.
     """
-    ok = trials[(trials["status"] != "failed") & trials["vuln"].notna()].copy()
+    if metric not in trials.columns:
+        trials = trials.assign(**{metric: math.nan})
+    ok = trials[(trials["status"] != "failed") & trials[metric].notna()].copy()
     ok["_full"] = (ok["status"] != "completed").astype(int)
     ok["_epochs"] = -ok["epochs"]
-    keys = ["_full", "_epochs", "vuln", "clean_error", "trial_id"]
+    keys = ["_full", "_epochs", *dict.fromkeys([metric, "vuln", "clean_error"]), "trial_id"]
     if pareto and len(ok):
         ok["_rank"] = 0
         full = ok["_full"] == 0
         points = list(
-            zip(ok.loc[full, "vuln"], ok.loc[full, "clean_error"].fillna(math.inf), strict=True)
+            zip(ok.loc[full, metric], ok.loc[full, "clean_error"].fillna(math.inf), strict=True)
         )
         ok.loc[full, "_rank"] = pareto_ranks(points)
-        keys = ["_full", "_epochs", "_rank", "vuln", "clean_error", "trial_id"]
+        keys.insert(2, "_rank")
     ok = ok.sort_values(keys, kind="stable")
     return ok.drop(columns=[c for c in ok.columns if c.startswith("_")])
 
@@ -298,12 +307,19 @@ class Stage2Entry:
 
 
 def select_stage2(
-    trials: pd.DataFrame, space: Space, *, top_k: int, uniform_twins: bool, pareto: bool = False
+    trials: pd.DataFrame,
+    space: Space,
+    *,
+    top_k: int,
+    uniform_twins: bool,
+    pareto: bool = False,
+    metric: str = "vuln",
+    baseline: bool = True,
 ) -> list[Stage2Entry]:
-    """The stage-2 trial set: the ``top_k`` distinct best stage-1 candidates (not counting the
-    single-task model), their uniform-weight twins (optional), and the single-task baseline
-    of every encoder among them. Deterministic given the stage-1 table."""
-    ranked = rank_stage1(trials, pareto=pareto)
+    """The stage-2 trial set: the ``top_k`` distinct best stage-1 candidates by ``metric`` (not
+    counting the single-task model), their uniform-weight twins (optional), and the single-task
+    baseline of every encoder among them (optional). Deterministic given the stage-1 table."""
+    ranked = rank_stage1(trials, pareto=pareto, metric=metric)
     chosen: list[Stage2Entry] = []
     seen: set[tuple] = set()
     for _, row in ranked.iterrows():
@@ -323,7 +339,7 @@ def select_stage2(
                 sid = _find_trial(ranked, twin)
                 extra.append(Stage2Entry(twin, "uniform-twin", sid))
     encoders = sorted({e.candidate.encoder for e in chosen}) or [space.encoders[0]]
-    for enc in encoders:
+    for enc in encoders if baseline else ():
         base = space.baseline(enc)
         extra.append(Stage2Entry(base, "baseline", _find_trial(ranked, base)))
     return chosen + extra

@@ -238,6 +238,8 @@ def run_search(
                 top_k=cfg.stage2.top_k,
                 uniform_twins=cfg.stage2.uniform_twins,
                 pareto=cfg.search.objective == "pareto",
+                metric=cfg.stage1.metric,
+                baseline=cfg.stage2.baseline,
             )
             s2 = _run_stage2(cfg, paths, trial_fn, [e.to_config() for e in entries], say)
             sync_up(paths)
@@ -397,7 +399,8 @@ def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -
     else:
         _fresh_start(exp, paths.journal)
         space = Space.from_config(cfg)
-        metrics = ("vuln", "clean_error") if cfg.search.objective == "pareto" else ("vuln",)
+        s1 = cfg.stage1
+        metrics = (s1.metric, "clean_error") if cfg.search.objective == "pareto" else (s1.metric,)
         searcher = make_searcher(
             space,
             sampler=make_sampler(cfg.sampler, space, seed=cfg.search.seed, n_trials=total),
@@ -405,11 +408,10 @@ def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -
             final_epoch=cfg.stage1.epochs,
             storage=journal_storage(paths.journal),
         )
-        s1 = cfg.stage1
         if s1.scheduler == "asha":
             scheduler = ASHAScheduler(
                 time_attr="epoch",
-                metric="vuln",
+                metric=s1.metric,
                 mode="min",
                 max_t=s1.epochs,
                 grace_period=s1.grace_period,
@@ -419,7 +421,7 @@ def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -
             scheduler = FIFOScheduler()
         echo(
             f"stage 1: {total} trials, {s1.epochs} epochs each at most, "
-            f"{cfg.sampler} sampler, {s1.scheduler}"
+            f"{cfg.sampler} sampler, {s1.scheduler} on {s1.metric}"
         )
         tuner = tune.Tuner(
             trainable,
@@ -627,7 +629,8 @@ def plan_search(cfg: SearchConfig) -> Plan:
     s1 = cfg.stage1
     per_trial = asha_expected_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, s1.scheduler)
     twins = cfg.stage2.top_k if cfg.stage2.uniform_twins and set(space.schemes) - {"uniform"} else 0
-    n2 = min(cfg.stage2.top_k, space.size) + twins + len(space.encoders)
+    n2 = min(cfg.stage2.top_k, space.size) + twins
+    n2 += len(space.encoders) if cfg.stage2.baseline else 0
     configs, units = exhaustive_cost(space, cfg.stage2.epochs)
     s1_encoders = space.encoders if s1.encoder == "same" else (s1.encoder,)
     s1_cost = sum(encoder_cost(e) for e in s1_encoders) / len(s1_encoders)
@@ -658,9 +661,9 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
     )
     s1_enc = "each trial's own encoder" if s1.encoder == "same" else s1.encoder
     sched = (
-        f"ASHA (grace {s1.grace_period}, reduction factor {s1.reduction_factor})"
+        f"ASHA on {s1.metric} (grace {s1.grace_period}, reduction factor {s1.reduction_factor})"
         if s1.scheduler == "asha"
-        else "no pruning"
+        else f"no pruning, ranked by {s1.metric}"
     )
     attacked = "the main task" if a.target == "main" else "all tasks"
     ratio = plan.units_expected / plan.exhaustive_units if plan.exhaustive_units else math.nan
@@ -676,7 +679,8 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         f"{s1.epochs} epochs at most, {a.cheap}-{a.cheap_steps} on {attacked} after every "
         f"epoch, {sched}: <= {plan.stage1_epochs_max} trial-epochs, about "
         f"{plan.stage1_epochs_expected:.0f} expected",
-        f"stage 2 (target): top {s2.top_k} + single-task baseline"
+        f"stage 2 (target): top {s2.top_k}"
+        + (" + single-task baseline" if s2.baseline else "")
         + (" + uniform-weight twins" if s2.uniform_twins else "")
         + f": <= {plan.stage2_trials_max} trials, {s2.epochs} epochs, "
         f"{', '.join(a.ensemble)} ({a.steps} steps, eps {eps} {a.norm}, {a.aggregate} case) "

@@ -139,11 +139,17 @@ def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec
         attack=cfg.attack,
         attacks=attacks,
         attack_steps=steps,
-        seed=cfg.search.seed,
+        seed=trial_seed(cfg),
         device=cfg.resources.device,
         threads=max(1, int(cfg.resources.cpus_per_trial)),
         data_tasks=canonical_tasks(candidate.main + cfg.pool),
     )
+
+
+def trial_seed(cfg: SearchConfig) -> int:
+    """The seed of every trial of ``cfg``: ``search.trial_seed``, else ``search.seed``."""
+    s = cfg.search
+    return s.seed if s.trial_seed is None else s.trial_seed
 
 
 # --------------------------------------------------------------------------------------------
@@ -172,8 +178,9 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     Every epoch reports the weighted training loss, the clean error ``f_i`` of every task on the
     validation split (``clean_<task>``; ``clean_error`` = the main task's) and the resumable
     state (``last.pt`` of :func:`models.train`). Stage 1 also runs the cheap attack after every
-    epoch, and once before training (epoch 0); stage 2 runs the attack ensemble after the last
-    epoch. Attacks use the first ``attack.images`` validation images and the search seed, so
+    epoch, and once before training (epoch 0; all a trial of ``epochs == 0`` does); stage 2 runs
+    the attack ensemble after the last epoch. Attacks use the first ``attack.images`` validation
+    images and the trial seed, so
     every trial is attacked on the same images with the same random starts.
 
     Reported attack metrics: ``vuln`` (the main task's relative vulnerability under the
@@ -202,7 +209,6 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     width = spec.decoder_width or DEFAULT_DECODER_WIDTH
     model = build_model(spec.encoder, spec.tasks, decoder_width=width, seed=spec.seed).to(device)
     weights = spec.candidate.weight_map
-    schedule = dataclasses.replace(SCHEDULES["code"], lr=spec.lr).scaled(spec.epochs)
     resume = None
     if session.resume_dir is not None and (session.resume_dir / "last.pt").exists():
         resume = session.resume_dir / "last.pt"
@@ -218,6 +224,9 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
             metrics = {"epoch": 0, **_clean_metrics(errors, spec.main)}
             metrics.update(attack_metrics(model, probe, spec))
             session.report(metrics)
+        if spec.epochs == 0:  # a zero-training screen: the evaluation at initialisation only
+            return
+        schedule = dataclasses.replace(SCHEDULES["code"], lr=spec.lr).scaled(spec.epochs)
 
         def on_epoch(record: Any) -> bool:
             metrics: dict[str, Any] = {

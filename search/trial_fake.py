@@ -54,6 +54,12 @@ def fake_vulnerability(candidate: Candidate, encoder: str, epoch: int | None = N
     return base + (0.3 / epoch if epoch else 0.0)
 
 
+def fake_grad_bound_all(candidate: Candidate, encoder: str) -> float:
+    """Fake whole-loss gradient bound: the converged vulnerability at every epoch, so a
+    zero-training screen on it (``stage1.epochs: 0``) ranks like the converged truth."""
+    return 0.5 * fake_vulnerability(candidate, encoder)
+
+
 def fake_clean_error(candidate: Candidate, epoch: int | None = None) -> float:
     """Fake clean error: falls with training and rises with every auxiliary (a trade-off)."""
     e = 1.0 if epoch == 0 else 0.2 + 0.05 * len(candidate.aux)
@@ -107,6 +113,8 @@ class FakeTrial:
             "train_loss": 1.0 / (1 + epoch),
             "clean_error": clean,
             "vuln": vuln,
+            "grad_bound": 0.5 * vuln,
+            "grad_bound_all": fake_grad_bound_all(cand, spec.encoder),
         }
         for k in cand.tasks:
             out[f"clean_{k}"] = clean

@@ -90,6 +90,10 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("search.min_aux=11", "search.min_aux: exceeds the pool size 10, got 11"),
         ("attack.ensemble=[pgd,fgsm2]", "attack.ensemble[1]: unknown attack 'fgsm2'; choose from"),
         ("stage1.grace_period=9", "stage1.grace_period: must be in [1, epochs=3], got 9"),
+        ("stage1.metric=vul", "stage1.metric: unknown value 'vul'; choose from vuln, clean_error"),
+        ("stage1.epochs=-1", "stage1.epochs: must be >= 0 (0 = evaluate at initialisation)"),
+        ("stage1.epochs=0", "stage1.epochs: 0 (a zero-training screen) has nothing to prune"),
+        ("stage2.epochs=0", "stage2.epochs: must be >= 1, got 0"),
         ("name=a/b", "name: bad run name 'a/b'"),
         ("resources.device=tpu", "resources.device: unknown device 'tpu'"),
         ("data.source=/no/such/folder", "data.source: '/no/such/folder' is neither 'synthetic'"),
@@ -113,6 +117,28 @@ def test_cross_field_rules():
     optimal = error_of(["search.pool=sk", "weighting.schemes=optimal"])
     assert "pool has k" in optimal
     assert load_config(None, ["search.pool=snDE", "weighting.schemes=optimal"])
+    nothing = error_of(["stage2.top_k=0", "stage2.baseline=false"])
+    assert nothing.startswith("stage2.top_k: 0 with baseline: false leaves stage 2 nothing")
+    pareto = error_of(["search.objective=pareto", "stage1.metric=clean_error"])
+    assert pareto.startswith("stage1.metric: clean_error is already the Pareto objective's")
+    screen = load_config(None, ["stage1.epochs=0", "stage1.scheduler=fifo"])
+    assert screen.stage1.epochs == 0  # the grace period only matters to ASHA
+
+
+def test_trial_seed_defaults_to_the_sampler_seed_and_can_differ():
+    from search.space import Space
+    from search.trial import build_spec
+
+    cfg = load_config(None, ["search.seed=5", "search.encoders=[resnet18]"])
+    cand = Space.from_config(cfg).baseline("resnet18")
+    assert resolve(cfg).search.trial_seed == 5
+    assert build_spec(cfg, cand, 1).seed == 5
+    own = load_config(None, ["search.seed=5", "search.encoders=[resnet18]", "search.trial_seed=0"])
+    assert build_spec(own, cand, 2).seed == 0
+    assert resolve(own).search.seed == 5
+    # An old config.yaml without the key resumes as the same search.
+    assert diff_configs(cfg, resolve(cfg)) == []
+    assert diff_configs(cfg, own) == ["search.trial_seed: 5 -> 0"]
 
 
 def test_space_size_counts_subsets_encoders_and_schemes():
@@ -202,7 +228,11 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
     assert "<= 24 trial-epochs, about 14 expected" in out
     assert "<= 3 trials" in out  # top 2 + the baseline (uniform weights: no twins)
     assert "estimated trials: 11" in out
+    assert "ASHA on vuln (grace 1, reduction factor 2)" in out
     assert not storage.exists()
+    assert main(["search", str(path), "--dry-run", "stage2.baseline=false"]) == 0
+    out = capsys.readouterr().out
+    assert "stage 2 (target): top 2 + uniform-weight twins: <= 2 trials" in out
 
 
 def test_eps_fraction_is_exact():

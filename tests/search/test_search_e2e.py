@@ -230,6 +230,75 @@ def test_pareto_search_with_searched_weights(local_ray, tmp_path):
     assert out.summary.recommended_trial in front
 
 
+def test_zero_training_screen_ranks_by_the_metric_and_skips_the_baseline(local_ray, tmp_path):
+    """stage1.epochs=0: every subset evaluated at initialisation only (no training epoch), ranked
+    by grad_bound_all (the fake's is the converged oracle), the best one alone trained in full."""
+    cfg = load_config(
+        None,
+        [
+            "name=screen",
+            "search.pool=sDnk",
+            "search.max_aux=2",
+            "search.sampler=grid",
+            "search.encoders=[resnet18]",
+            "stage1.epochs=0",
+            "stage1.scheduler=fifo",
+            "stage1.metric=grad_bound_all",
+            "stage2.top_k=1",
+            "stage2.baseline=false",
+            "stage2.epochs=2",
+        ],
+    )
+    log_path = tmp_path / "events.jsonl"
+    out = run_search(cfg, storage=tmp_path, trial_fn=FakeTrial(log_path=str(log_path)))
+    s1 = out.trials[out.trials["stage"] == 1]
+    subsets = {"".join(c) for n in range(3) for c in itertools.combinations("sDnk", n)}
+    assert set(s1["aux"]) == subsets
+    assert (s1["status"] == "completed").all() and (s1["epochs"] == 0).all()
+    assert s1["cost_units"].sum() == 0
+    assert not [e for e in events(log_path) if e["event"] == "epoch" and e["stage"] == 1]
+    # The study minimised grad_bound_all, and every trial is complete at epoch 0.
+    study = optuna.load_study(study_name="stage1", storage=journal_storage(out.paths.journal))
+    assert {t.state.name for t in study.trials} == {"COMPLETE"}
+    assert sorted(t.values[0] for t in study.trials) == sorted(s1["grad_bound_all"])
+    # At epoch 0 the fake's vuln is 2.0 everywhere: only grad_bound_all can rank.
+    assert set(s1["vuln"]) == {2.0}
+    oracle = min(subsets - {""}, key=lambda a: sum(MARGINAL[k] for k in a))
+    s2 = out.trials[out.trials["stage"] == 2]
+    assert list(s2["aux"]) == [oracle] == ["sk"]
+    assert list(s2["role"]) == ["top"]  # no single-task baseline
+    assert out.summary.recommended_aux == oracle
+    assert math.isnan(out.summary.baseline_vuln)
+    assert "baseline" not in (out.paths.root / "summary.md").read_text().split("Recommended")[0]
+
+
+def test_stage1_metric_drives_asha_and_the_selection(local_ray, tmp_path):
+    """stage1.metric=clean_error: the fake's clean error grows with every auxiliary task, the
+    opposite of its vulnerability oracle, so the pick shows which metric ranked stage 1."""
+    cfg = load_config(
+        None,
+        [
+            "name=by-clean",
+            "search.pool=sDk",
+            "search.min_aux=1",
+            "search.max_aux=3",
+            "search.sampler=grid",
+            "search.encoders=[resnet18]",
+            "stage1.epochs=2",
+            "stage1.scheduler=fifo",
+            "stage1.metric=clean_error",
+            "stage2.top_k=3",
+            "stage2.epochs=1",
+        ],
+    )
+    out = run_search(cfg, storage=tmp_path, trial_fn=FakeTrial())
+    s2 = out.trials[(out.trials["stage"] == 2) & (out.trials["role"] == "top")]
+    assert set(s2["aux"]) == {"s", "D", "k"}  # the three single auxiliaries: lowest clean error
+    study = optuna.load_study(study_name="stage1", storage=journal_storage(out.paths.journal))
+    s1 = out.trials[out.trials["stage"] == 1]
+    assert sorted(t.values[0] for t in study.trials) == pytest.approx(sorted(s1["clean_error"]))
+
+
 @pytest.mark.slow
 def test_real_trial_end_to_end(local_ray, tmp_path):
     """The real trainable: models.train, the cheap attack every epoch, the ensemble at the end."""

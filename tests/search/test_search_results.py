@@ -98,6 +98,26 @@ def test_stage2_selection_dedupes_adds_baseline_and_twins():
     assert [e.candidate.aux for e in plain if e.role == "top"] == ["sk", "s", "s", "k"]
 
 
+def test_ranking_and_selection_by_another_stage1_metric():
+    trials = pd.DataFrame(
+        [
+            {**row("s1-0001", "s", 0.2), "grad_bound_all": 0.9},
+            {**row("s1-0002", "k", 0.9), "grad_bound_all": 0.1},
+            {**row("s1-0003", "n", 0.5), "grad_bound_all": math.nan},  # not recorded: unranked
+            {**row("s1-0004", "", 0.1), "grad_bound_all": 0.05},
+        ]
+    )
+    ranked = rank_stage1(trials, metric="grad_bound_all")
+    assert list(ranked["trial_id"]) == ["s1-0004", "s1-0002", "s1-0001"]
+    assert list(rank_stage1(trials)["trial_id"]) == ["s1-0004", "s1-0001", "s1-0003", "s1-0002"]
+    entries = select_stage2(
+        trials, sp(), top_k=1, uniform_twins=False, metric="grad_bound_all", baseline=False
+    )
+    assert [(e.role, e.candidate.aux) for e in entries] == [("top", "k")]
+    # A metric the table never recorded ranks nothing (no silent fallback to vuln).
+    assert rank_stage1(trials, metric="grad_bound").empty
+
+
 def test_pareto_selection_prefers_the_front():
     trials = pd.DataFrame(
         [
