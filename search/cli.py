@@ -67,10 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may follow options too (``rts search c.yaml --dry-run a.b=1``):
     # argparse stops filling a positional list at the first option.
-    if extra and isinstance(getattr(args, "overrides", None), list):
-        if all("=" in e and not e.startswith("-") for e in extra):
-            args.overrides += extra
-            extra = []
+    overrides = getattr(args, "overrides", None)
+    if extra and isinstance(overrides, list) and all("=" in e and e[0] != "-" for e in extra):
+        overrides += extra
+        extra = []
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = logging.WARNING - 10 * min(args.verbose, 2)

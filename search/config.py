@@ -679,7 +679,9 @@ def _check_stages(cfg: SearchConfig) -> None:
     if s1.epochs < 0:
         _fail("stage1.epochs", f"must be >= 0 (0 = evaluate at initialisation), got {s1.epochs}")
     if s1.epochs == 0 and s1.scheduler == "asha":
-        _fail("stage1.epochs", "0 (a zero-training screen) has nothing to prune; set scheduler: fifo")
+        _fail(
+            "stage1.epochs", "0 (a zero-training screen) has nothing to prune; set scheduler: fifo"
+        )
     if s2.epochs < 1:
         _fail("stage2.epochs", f"must be >= 1, got {s2.epochs}")
     if cfg.search.objective == "pareto" and s1.metric == "clean_error":
