@@ -590,9 +590,14 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error |",
             "| --- | --- | --- |",
             f"| recommended: {label} | {s.vuln:.4g} | {s.clean_error:.4g} |",
-            f"| single-task baseline | {s.baseline_vuln:.4g} ({_pct(s.vuln, s.baseline_vuln)} "
-            f"for the recommendation) | {s.baseline_clean_error:.4g} |",
         ]
+        if not math.isnan(s.baseline_vuln):
+            lines.append(
+                f"| single-task baseline | {s.baseline_vuln:.4g} ({_pct(s.vuln, s.baseline_vuln)} "
+                f"for the recommendation) | {s.baseline_clean_error:.4g} |"
+            )
+        elif s.recommended_aux:
+            lines.append("| single-task baseline | not trained (stage2.baseline: false) | |")
         if not math.isnan(s.uniform_vuln):
             lines.append(
                 f"| same tasks, uniform weights | {s.uniform_vuln:.4g} "

@@ -18,12 +18,15 @@ from benchmarks.search_efficiency import (
     DEFAULT_CONFIG,
     GOAL_FRACTION,
     Budget,
-    TruthSeedTrial,
     compute_spent,
+    mean_truth,
     sampling_diagnostics,
     score_pick,
+    seed_agreement,
+    stage1_metric,
     stage2_reproduces_truth,
     summarize_budgets,
+    surrogates_vs,
     trial_units,
     truth_values,
 )
@@ -212,16 +215,76 @@ def test_default_budgets_are_planned_within_the_compute_goal():
     assert plan.units_expected / plan.exhaustive_units > 3 / 16
 
 
-def test_truth_seed_trial_replaces_the_seed_only():
+def test_budgets_share_the_truth_runs_trial_seed_not_its_sampler_seed():
+    """A search runs with the first truth seed as its trial seed whatever its sampler seed, so
+    its stage-2 values are the truth run's (common random numbers)."""
     from search.config import load_config
     from search.space import Space
     from search.trial import build_spec
 
-    cfg = load_config(DEFAULT_CONFIG, ["search.seed=7"])
-    spec = build_spec(cfg, Space.from_config(cfg).candidate("sD", "uniform", "resnet18"), 2)
-    seen = []
-    TruthSeedTrial(0, inner=lambda s, session: seen.append((s, session)))(spec, "session")
-    ((got, session),) = seen
-    assert session == "session"
-    assert got.seed == 0 and spec.seed == 7
-    assert got == spec.__class__(**{**spec.__dict__, "seed": 0})
+    for name, budget in BUDGETS.items():
+        cfg = load_config(
+            DEFAULT_CONFIG, [*budget.overrides(), "search.seed=7", "search.trial_seed=0"]
+        )
+        cand = Space.from_config(cfg).candidate("sD", "uniform", "resnet18")
+        assert build_spec(cfg, cand, 2).seed == 0, name
+        assert cfg.search.seed == 7
+        assert cfg.stage1.metric == budget.metric and cfg.stage2.baseline == budget.baseline
+
+
+def test_mean_truth_averages_the_seeds_and_skips_missing_runs():
+    a = pd.Series({"s": 0.2, "D": 0.6, "": 1.0})
+    b = pd.Series({"s": 0.6, "D": 0.4})  # "" failed in this run
+    truth = mean_truth([a, b])
+    assert list(truth.index) == ["s", "D", ""]
+    assert list(truth) == pytest.approx([0.4, 0.5, 1.0])
+    with pytest.raises(ValueError, match="no ground-truth run"):
+        mean_truth([])
+
+
+def test_seed_agreement_by_hand():
+    a = pd.Series({"s": 0.1, "D": 0.2, "n": 0.3})
+    b = pd.Series({"s": 0.3, "D": 0.2, "n": 0.1})  # the exact reverse of a
+    truth = mean_truth([a, b])  # all 0.2: every subset ties for rank 1
+    out = seed_agreement({0: a, 1: b}, truth).set_index("seed")
+    assert out.loc[0, "spearman_vs_rest"] == pytest.approx(-1.0)
+    assert out.loc[0, "best"] == "s" and out.loc[1, "best"] == "n"
+    assert out.loc[0, "best_rank_in_mean"] == 1
+
+
+def test_stage1_metric_and_surrogates_vs_a_truth():
+    trials = pd.DataFrame(
+        [
+            trial("s1-1", 1, "s", epochs=1),
+            trial("s1-2", 1, "D", epochs=1),
+            trial("s1-3", 1, "n", epochs=1),
+            trial("s1-4", 1, "n", epochs=1),  # n sampled twice: its best (lowest) value counts
+            trial("s2-1", 2, "s", epochs=8),
+        ]
+    )
+    gb = {"s1-1": 3.0, "s1-2": 1.0, "s1-3": 2.0, "s1-4": 2.5, "s2-1": 0.0}
+    history = pd.DataFrame(
+        [
+            {
+                "trial_id": t,
+                "stage": 1 if t.startswith("s1") else 2,
+                "epoch": e,
+                "grad_bound_all": v + e,
+                "vuln": 9.0 - v,
+            }
+            for t, v in gb.items()
+            for e in (0, 1)
+        ]
+    )
+    got = stage1_metric(trials, history, "grad_bound_all@0")
+    assert got.to_dict() == {"D": 1.0, "n": 2.0, "s": 3.0}
+    assert stage1_metric(trials, history, "grad_bound_all@1")["n"] == 3.0
+    assert stage1_metric(trials, history, "clean_error@0").empty  # not recorded
+    truth = pd.Series({"D": 0.1, "n": 0.2, "s": 0.3})
+    table = surrogates_vs(trials, history, truth, ["grad_bound_all@0", "vuln@0"]).set_index(
+        "surrogate"
+    )
+    assert table.loc["grad_bound_all@0", "spearman"] == pytest.approx(1.0)
+    assert table.loc["grad_bound_all@0", "their truth ranks"] == "1 2 3"
+    assert table.loc["vuln@0", "spearman"] == pytest.approx(-1.0)  # 9 - v: reversed
+    assert table.loc["vuln@0", "top 3"] == "s n D"
