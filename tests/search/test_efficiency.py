@@ -244,12 +244,18 @@ def test_mean_truth_averages_the_seeds_and_skips_missing_runs():
 
 def test_seed_agreement_by_hand():
     a = pd.Series({"s": 0.1, "D": 0.2, "n": 0.3})
-    b = pd.Series({"s": 0.3, "D": 0.2, "n": 0.1})  # the exact reverse of a
-    truth = mean_truth([a, b])  # all 0.2: every subset ties for rank 1
-    out = seed_agreement({0: a, 1: b}, truth).set_index("seed")
-    assert out.loc[0, "spearman_vs_rest"] == pytest.approx(-1.0)
-    assert out.loc[0, "best"] == "s" and out.loc[1, "best"] == "n"
-    assert out.loc[0, "best_rank_in_mean"] == 1
+    b = pd.Series({"s": 0.3, "D": 0.25, "n": 0.1})
+    c = pd.Series({"s": 0.35, "D": 0.1, "n": 0.25})
+    out = seed_agreement({0: a, 1: b, 2: c}).set_index("seed")
+    assert list(out["best"]) == ["s", "n", "D"]
+    # Seed 0 against the mean of b and c (s 0.325, D 0.175, n 0.175): its best is the others'
+    # worst; Spearman = Pearson of the ranks (1, 2, 3) and (3, 1.5, 1.5) = -1.5 / sqrt(3).
+    assert out.loc[0, "best_rank_in_others"] == 3
+    assert out.loc[0, "spearman_vs_others"] == pytest.approx(-1.5 / math.sqrt(3))
+    assert out.loc[1, "best_rank_in_others"] == 3  # n: 0.275 in the mean of a and c
+    assert out.loc[2, "best_rank_in_others"] == 3  # D: 0.225 > s, n = 0.2 in a and b
+    single = seed_agreement({0: a})
+    assert list(single.columns) == ["seed", "best"]
 
 
 def test_stage1_metric_and_surrogates_vs_a_truth():
