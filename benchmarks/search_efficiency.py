@@ -350,7 +350,6 @@ def truth_overrides(overrides: Sequence[str], seed: int, size: int, s1_epochs: i
     unpruned for ``s1_epochs`` (it records every surrogate), every subset trained in full."""
     return [
         *overrides,
-        f"name=truth-seed{seed}",
         "search.sampler=grid",
         "search.n_trials=null",
         f"search.trial_seed={seed}",
@@ -422,6 +421,178 @@ def surrogates_vs(
     return pd.DataFrame(rows)
 
 
+@dataclass
+class Evaluation:
+    """What one ground truth and its searches produced (see :func:`evaluate`)."""
+
+    runs: dict[int, Any]
+    truth_s: dict[int, float]
+    per_seed: dict[int, pd.Series]
+    truth: pd.Series
+    frame: pd.DataFrame
+
+    @property
+    def run0(self) -> Any:
+        """The exhaustive run whose trial seed the searches share."""
+        return next(iter(self.runs.values()))
+
+    @property
+    def truth_run(self) -> pd.Series:
+        """That run's truth."""
+        return next(iter(self.per_seed.values()))
+
+
+def evaluate(
+    config: str,
+    overrides: Sequence[str],
+    budgets: Sequence[Budget],
+    seeds: Sequence[int],
+    truth_seeds: Sequence[int],
+    storage: str,
+    *,
+    trial_fn: Any = None,
+    prefix: str = "",
+    say: Any = None,
+) -> Evaluation:
+    """Run (or resume) the exhaustive truth once per truth seed, then every budget × seed."""
+    from search.config import load_config, resolve
+    from search.space import Space
+
+    base = resolve(load_config(config, overrides))
+    size = Space.from_config(base).size
+    s1_epochs = max([b.epochs for b in budgets] + [base.stage1.epochs])
+    runs, truth_s = {}, {}
+    for seed in truth_seeds:
+        over = truth_overrides(overrides, seed, size, s1_epochs)
+        over.append(f"name={prefix}truth-seed{seed}")
+        runs[seed], truth_s[seed] = run_study(load_config(config, over), storage, trial_fn, say)
+    per_seed = {seed: truth_values(out.trials) for seed, out in runs.items()}
+    truth = mean_truth(list(per_seed.values()))
+    run0, truth_run = runs[truth_seeds[0]], per_seed[truth_seeds[0]]
+    rows = []
+    for budget in budgets:
+        for seed in seeds:
+            over = [
+                *overrides,
+                *budget.overrides(),
+                f"name={prefix}search-{budget.name}-seed{seed}",
+                f"search.seed={seed}",
+                f"search.trial_seed={truth_seeds[0]}",
+            ]
+            out, wall = run_study(load_config(config, over), storage, trial_fn, say)
+            rec = out.summary.recommended_aux if out.summary.recommended_trial else math.nan
+            row = {"budget": budget.name, "seed": seed}
+            row.update(compute_spent(out.trials, run0.trials))
+            row.update(score_pick(rec, truth))
+            row["rank_run"] = score_pick(rec, truth_run)["rank"]
+            row.update(sampling_diagnostics(out.trials, truth, budget.metric))
+            row["stage2_vs_truth"] = stage2_reproduces_truth(out.trials, truth_run)
+            row["search_s"] = wall
+            rows.append(row)
+            if say:
+                say(
+                    f"{prefix}{budget.name} seed {seed}: pick {_label(str(rec))} (rank "
+                    f"{row['rank']}), {row['units_fraction']:.1%} of the exhaustive units"
+                )
+    return Evaluation(runs, truth_s, per_seed, truth, pd.DataFrame(rows))
+
+
+SEARCH_COLUMNS = [
+    "budget",
+    "seed",
+    "units_fraction",
+    "wall_fraction",
+    "pick",
+    "rank",
+    "rank_run",
+    "regret",
+    "regret_norm",
+    "best_sampled",
+    "best_stage1_rank",
+    "distinct_sampled",
+    "stage1_pruned",
+    "stage2",
+    "search_s",
+]
+
+
+def print_searches(frame: pd.DataFrame) -> None:
+    """The per-search and per-budget tables."""
+    shown = frame[SEARCH_COLUMNS].copy()
+    shown["pick"] = [_label(str(p)) for p in shown["pick"]]
+    print("\n## Per search (rank: in the mean truth; rank_run: in the seed run it shares)\n")
+    print(markdown(shown, {"regret": 4, "search_s": 0, "units_fraction": 3}))
+    print(
+        f"\n## Per budget (goal: true rank <= {GOAL_RANK} at <= {GOAL_FRACTION:.0%}, every seed)\n"
+    )
+    print(markdown(summarize_budgets(frame), {"mean_regret": 4, "search_s": 0}))
+
+
+def surrogate_names(s1_epochs: int) -> list[str]:
+    """``metric@epoch`` for every stage-1 metric and epoch 0..``s1_epochs``."""
+    metrics = ("vuln", "clean_error", "grad_bound", "grad_bound_all")
+    return [f"{m}@{e}" for m in metrics for e in range(s1_epochs + 1)]
+
+
+def print_real(ev: Evaluation, truth_seeds: Sequence[int], main: str, s1_epochs: int) -> None:
+    """Tables of the real-trial evaluation."""
+    truth, per_seed, run0 = ev.truth, ev.per_seed, ev.run0
+    print(
+        f"\n## Ground truth ({len(truth)} subsets, main task {main!r}, mean over training seeds "
+        f"{', '.join(map(str, truth_seeds))})\n"
+    )
+    gt = pd.DataFrame(
+        {
+            "rank": range(1, len(truth) + 1),
+            "aux": [_label(a) for a in truth.index],
+            "vuln": truth.to_numpy(),
+            **{f"seed {k}": v.reindex(truth.index).to_numpy() for k, v in per_seed.items()},
+        }
+    )
+    print(markdown(gt, {c: 4 for c in gt.columns if c not in ("rank", "aux")}))
+    ex = run0.trials[run0.trials["stage"] == 2]
+    print(
+        f"\nOne exhaustive run: {len(ex)} full trainings, {trial_units(ex).sum():.0f} "
+        f"ResNet18-epoch units, {ex['wall_s'].sum():.0f} s of trial time; the whole run (with its "
+        f"surrogate stage) took {ev.truth_s[truth_seeds[0]]:.0f} s. The searches are charged "
+        "against one run (the truth's extra seeds measure it, a user would not pay them)."
+    )
+    if len(per_seed) > 1:
+        print("\n## How much the truth moves with the training seed\n")
+        print(markdown(seed_agreement(per_seed), {"spearman_vs_others": 2}))
+        pick = str(ev.truth_run.idxmin())
+        print(
+            f"\nThe exhaustive seed-{truth_seeds[0]} run itself (100 % of the compute) picks "
+            f"{_label(pick)}: rank {score_pick(pick, truth)['rank']} of {len(truth)} in the mean "
+            "truth."
+        )
+    print(f"\n## Surrogates of the seed-{truth_seeds[0]} run against the mean truth\n")
+    table = surrogates_vs(run0.trials, run0.history, truth, surrogate_names(s1_epochs))
+    print(markdown(table, {"pearson_r": 2, "spearman": 2}))
+    print(f"\n## Surrogates of the seed-{truth_seeds[0]} run against its own truth (Table 3)\n")
+    from search.analysis import format_analysis
+
+    print(format_analysis(table3(run0.paths.root)))
+    print_searches(ev.frame)
+    print(
+        f"\nstage-2 values vs the seed-{truth_seeds[0]} run, largest |difference| over all "
+        f"searches: {ev.frame['stage2_vs_truth'].max():.2g} (0 = trials reproduce it exactly)"
+    )
+
+
+def print_fake(evs: Mapping[float, Evaluation], s1_epochs: int) -> None:
+    """Tables of the simulated evaluations: per noise level, how well the stage-1 surrogates
+    rank the oracle and what each budget finds."""
+    print("\n# Simulated surrogates (search.trial_fake: exact oracle truth, noisy stage 1)\n")
+    names = [n for n in surrogate_names(s1_epochs) if n.split("@")[0] != "clean_error"]
+    for noise, ev in evs.items():
+        print(f"\n## noise {noise:g}: surrogates against the oracle truth\n")
+        table = surrogates_vs(ev.run0.trials, ev.run0.history, ev.truth, names)
+        print(markdown(table, {"pearson_r": 2, "spearman": 2}))
+        print(f"\n## noise {noise:g}: per budget\n")
+        print(markdown(summarize_budgets(ev.frame), {"mean_regret": 4, "search_s": 0}))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark and print its tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -438,6 +609,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(DEFAULT_BUDGETS),
         help=f"budgets to run, from {', '.join(BUDGETS)}",
     )
+    parser.add_argument(
+        "--fake-noise",
+        default="",
+        help="also (or with --no-real, only) run every budget on simulated trials "
+        "(search.trial_fake: a known oracle) whose stage-1 surrogates carry Gaussian noise of "
+        "these sizes, e.g. 0,0.05,0.1: how good must a surrogate be for the goal",
+    )
+    parser.add_argument("--no-real", action="store_true", help="skip the real-trial evaluation")
     parser.add_argument("--storage", default=None, help="runs folder (default: a temp folder)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("overrides", nargs="*", help="config overrides for every study")
@@ -451,13 +630,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import ray
 
     from search.config import load_config, resolve
-    from search.space import Space
+    from search.trial_fake import FakeTrial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     truth_seeds = [int(s) for s in args.truth_seeds.split(",") if s.strip()]
     if not truth_seeds:
         parser.error("--truth-seeds: name at least one training seed")
+    noises = [float(x) for x in args.fake_noise.split(",") if x.strip()]
     names = [b.strip() for b in args.budgets.split(",") if b.strip()]
     unknown = [b for b in names if b not in BUDGETS]
     if unknown:
@@ -465,123 +645,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     budgets = [BUDGETS[b] for b in names]
     storage = args.storage or tempfile.mkdtemp(prefix="rts-eff-")
     base = resolve(load_config(args.config, args.overrides))
-    size = Space.from_config(base).size
     s1_epochs = max([b.epochs for b in budgets] + [base.stage1.epochs])
     say = lambda line: print(f"  [{time.strftime('%H:%M:%S')}] {line}", flush=True)  # noqa: E731
     print(f"# Search efficiency ({args.config}; runs in {storage})\n", flush=True)
     ray.init(address="local", num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False)
+    common = (args.config, args.overrides, budgets, seeds)
     try:
-        runs, truth_s = {}, {}
-        for seed in truth_seeds:
-            cfg = load_config(args.config, truth_overrides(args.overrides, seed, size, s1_epochs))
-            runs[seed], truth_s[seed] = run_study(cfg, storage, None, say)
-        per_seed = {seed: truth_values(out.trials) for seed, out in runs.items()}
-        truth = mean_truth(list(per_seed.values()))
-        run0 = runs[truth_seeds[0]]
-        truth_run = per_seed[truth_seeds[0]]
-        rows = []
-        for budget in budgets:
-            for seed in seeds:
-                cfg = load_config(
-                    args.config,
-                    [
-                        *args.overrides,
-                        *budget.overrides(),
-                        f"name=search-{budget.name}-seed{seed}",
-                        f"search.seed={seed}",
-                        f"search.trial_seed={truth_seeds[0]}",
-                    ],
-                )
-                out, wall = run_study(cfg, storage, None, say)
-                rec = out.summary.recommended_aux if out.summary.recommended_trial else math.nan
-                row = {"budget": budget.name, "seed": seed}
-                row.update(compute_spent(out.trials, run0.trials))
-                row.update(score_pick(rec, truth))
-                row["rank_run"] = score_pick(rec, truth_run)["rank"]
-                row.update(sampling_diagnostics(out.trials, truth, budget.metric))
-                row["stage2_vs_truth"] = stage2_reproduces_truth(out.trials, truth_run)
-                row["search_s"] = wall
-                rows.append(row)
-                say(
-                    f"{budget.name} seed {seed}: pick {_label(str(rec))} (rank {row['rank']}), "
-                    f"{row['units_fraction']:.1%} of the exhaustive units"
-                )
+        real = None
+        if not args.no_real:
+            real = evaluate(*common, truth_seeds, storage, say=say)
+        fake = {
+            noise: evaluate(
+                *common,
+                truth_seeds[:1],  # the oracle has no training noise
+                storage,
+                trial_fn=FakeTrial(noise=noise),
+                prefix=f"fake{noise:g}-",
+                say=say,
+            )
+            for noise in noises
+        }
     finally:
         ray.shutdown()
 
-    frame = pd.DataFrame(rows)
+    if real is not None:
+        print_real(real, truth_seeds, base.search.main, s1_epochs)
+    if fake:
+        print_fake(fake, s1_epochs)
     print(
-        f"\n## Ground truth ({len(truth)} subsets, main task {base.search.main!r}, mean over "
-        f"training seeds {', '.join(map(str, truth_seeds))})\n"
-    )
-    gt = pd.DataFrame(
-        {
-            "rank": range(1, len(truth) + 1),
-            "aux": [_label(a) for a in truth.index],
-            "vuln": truth.to_numpy(),
-            **{f"seed {k}": v.reindex(truth.index).to_numpy() for k, v in per_seed.items()},
-        }
-    )
-    print(markdown(gt, {c: 4 for c in gt.columns if c not in ("rank", "aux")}))
-    ex = run0.trials[run0.trials["stage"] == 2]
-    print(
-        f"\nOne exhaustive run: {len(ex)} full trainings, {trial_units(ex).sum():.0f} "
-        f"ResNet18-epoch units, {ex['wall_s'].sum():.0f} s of trial time; the whole run (with its "
-        f"surrogate stage) took {truth_s[truth_seeds[0]]:.0f} s. The searches are charged "
-        "against one run (the truth's extra seeds measure it, a user would not pay them)."
-    )
-    if len(per_seed) > 1:
-        print("\n## How much the truth moves with the training seed\n")
-        print(markdown(seed_agreement(per_seed), {"spearman_vs_others": 2}))
-        pick = str(truth_run.idxmin())
-        print(
-            f"\nThe exhaustive seed-{truth_seeds[0]} run itself (100 % of the compute) picks "
-            f"{_label(pick)}: rank {score_pick(pick, truth)['rank']} of {len(truth)} in the mean "
-            "truth."
-        )
-    print(f"\n## Surrogates of the seed-{truth_seeds[0]} run against the mean truth\n")
-    names_s = [
-        f"{m}@{e}"
-        for m in ("vuln", "clean_error", "grad_bound", "grad_bound_all")
-        for e in range(s1_epochs + 1)
-    ]
-    table = surrogates_vs(run0.trials, run0.history, truth, names_s)
-    print(markdown(table, {"pearson_r": 2, "spearman": 2}))
-    print(f"\n## Surrogates of the seed-{truth_seeds[0]} run against its own truth (Table 3)\n")
-    from search.analysis import format_analysis
-
-    print(format_analysis(table3(run0.paths.root)))
-    cols = [
-        "budget",
-        "seed",
-        "units_fraction",
-        "wall_fraction",
-        "pick",
-        "rank",
-        "rank_run",
-        "regret",
-        "regret_norm",
-        "best_sampled",
-        "best_stage1_rank",
-        "distinct_sampled",
-        "stage1_pruned",
-        "stage2",
-        "search_s",
-    ]
-    shown = frame[cols].copy()
-    shown["pick"] = [_label(str(p)) for p in shown["pick"]]
-    print("\n## Per search (rank: in the mean truth; rank_run: in the seed run it shares)\n")
-    print(markdown(shown, {"regret": 4, "search_s": 0, "units_fraction": 3}))
-    print(
-        f"\n## Per budget (goal: true rank <= {GOAL_RANK} at <= {GOAL_FRACTION:.0%}, every seed)\n"
-    )
-    print(markdown(summarize_budgets(frame), {"mean_regret": 4, "search_s": 0}))
-    print(
-        f"\nstage-2 values vs the seed-{truth_seeds[0]} run, largest |difference| over all "
-        f"searches: {frame['stage2_vs_truth'].max():.2g} (0 = trials reproduce it exactly)"
-    )
-    print(
-        f"Peak RSS: driver {peak_rss_mib():.0f} MiB, largest reaped child (a Ray process) "
+        f"\nPeak RSS: driver {peak_rss_mib():.0f} MiB, largest reaped child (a Ray process) "
         f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB"
     )
     return 0

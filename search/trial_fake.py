@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,12 +77,17 @@ class FakeTrial:
         nan_on: auxiliary task; a trial training it reports a NaN loss at epoch 1.
         log_path: file that gets one JSON line per event (``start``, ``epoch``), to check what
             ran, resumed or stopped.
+        noise: standard deviation of a deterministic Gaussian error added to the stage-1
+            metrics (``vuln``, ``grad_bound``, ``grad_bound_all``; a fixed draw per candidate,
+            epoch and seed): a surrogate that predicts the converged oracle imperfectly. Stage-2
+            values stay exact, so the truth is known; 0 = perfect surrogates.
     """
 
     sleep_s: float = 0.0
     fail_on: str | None = None
     nan_on: str | None = None
     log_path: str | None = None
+    noise: float = 0.0
 
     def __call__(self, spec: TrialSpec, session: TrialSession) -> None:
         """Report ``spec.epochs`` epochs of fake metrics, resuming from the last state."""
@@ -116,6 +122,9 @@ class FakeTrial:
             "grad_bound": 0.5 * vuln,
             "grad_bound_all": fake_grad_bound_all(cand, spec.encoder),
         }
+        if self.noise and spec.stage == 1:
+            for key in ("vuln", "grad_bound", "grad_bound_all"):
+                out[key] += self.noise * surrogate_error(cand, spec.seed, epoch, key)
         for k in cand.tasks:
             out[f"clean_{k}"] = clean
         if spec.stage == 2 and epoch == spec.epochs:
@@ -147,6 +156,13 @@ class FakeTrial:
         )
         with open(self.log_path, "a", encoding="utf-8") as fh:  # one short append: atomic
             fh.write(line + "\n")
+
+
+def surrogate_error(candidate: Candidate, seed: int, epoch: int, metric: str) -> float:
+    """A standard-normal draw fixed by (candidate, seed, epoch, metric): the same in every run
+    and process (``random.Random`` seeded with a string is deterministic)."""
+    key = f"{candidate.key}|{seed}|{epoch}|{metric}"
+    return random.Random(key).gauss(0.0, 1.0)
 
 
 def _state_writer(epoch: int):
