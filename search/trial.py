@@ -255,7 +255,12 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
             seed=spec.seed,
             out_dir=out_dir,
             resume_from=resume,
-            meta={"search_stage": spec.stage, "main": spec.main},
+            # The data spec lets `rts attack CHECKPOINT` attack the same held-out images.
+            meta={
+                "search_stage": spec.stage,
+                "main": spec.main,
+                "data": dataclasses.asdict(spec.data),
+            },
         )
 
 

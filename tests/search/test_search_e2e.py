@@ -7,6 +7,7 @@ of a space is known without running the search.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -358,3 +359,14 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     # Finished stages drop Ray's per-epoch resume checkpoints (most of a run's size).
     assert not list((out.paths.root / "ray").glob("*/*/checkpoint_*"))
     assert model.tasks == row["tasks"] and meta["epoch"] == 1
+    assert meta["data"] == dataclasses.asdict(cfg.data)
+    # so `rts attack CHECKPOINT` attacks the search's own held-out images, not the defaults'.
+    from search.cli import main
+
+    ckpt = out.paths.root / row["checkpoint"]
+    again = tmp_path / "again"
+    args = ["attack", str(ckpt), "--attack", "pgd", "--steps", "1", "--tasks", "d", "--n", "2"]
+    assert main([*args, "--no-progress", "--out", str(again)]) == 0
+    settings = json.loads((again / "attack.json").read_text())
+    used = {k: v for k, v in settings["data"].items() if k != "cache"}  # DataSpec's extra field
+    assert used == dataclasses.asdict(cfg.data) and settings["n"] == 2
