@@ -426,7 +426,6 @@ class Evaluation:
     """What one ground truth and its searches produced (see :func:`evaluate`)."""
 
     runs: dict[int, Any]
-    truth_s: dict[int, float]
     per_seed: dict[int, pd.Series]
     truth: pd.Series
     frame: pd.DataFrame
@@ -461,11 +460,11 @@ def evaluate(
     base = resolve(load_config(config, overrides))
     size = Space.from_config(base).size
     s1_epochs = max([b.epochs for b in budgets] + [base.stage1.epochs])
-    runs, truth_s = {}, {}
+    runs = {}
     for seed in truth_seeds:
         over = truth_overrides(overrides, seed, size, s1_epochs)
         over.append(f"name={prefix}truth-seed{seed}")
-        runs[seed], truth_s[seed] = run_study(load_config(config, over), storage, trial_fn, say)
+        runs[seed], _ = run_study(load_config(config, over), storage, trial_fn, say)
     per_seed = {seed: truth_values(out.trials) for seed, out in runs.items()}
     truth = mean_truth(list(per_seed.values()))
     run0, truth_run = runs[truth_seeds[0]], per_seed[truth_seeds[0]]
@@ -494,7 +493,7 @@ def evaluate(
                     f"{prefix}{budget.name} seed {seed}: pick {_label(str(rec))} (rank "
                     f"{row['rank']}), {row['units_fraction']:.1%} of the exhaustive units"
                 )
-    return Evaluation(runs, truth_s, per_seed, truth, pd.DataFrame(rows))
+    return Evaluation(runs, per_seed, truth, pd.DataFrame(rows))
 
 
 SEARCH_COLUMNS = [

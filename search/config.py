@@ -33,7 +33,6 @@ log = logging.getLogger(__name__)
 Sampler = Literal["tpe", "random", "nsga2", "grid"]
 Objective = Literal["vulnerability", "pareto"]
 Stage1Metric = Literal["vuln", "clean_error", "grad_bound", "grad_bound_all"]
-STAGE1_METRICS: tuple[str, ...] = typing.get_args(Stage1Metric)
 Scheme = Literal["uniform", "mtrobust", "optimal", "searched"]
 Norm = Literal["linf", "l2"]
 
@@ -255,6 +254,12 @@ class SearchConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     @property
+    def trial_seed(self) -> int:
+        """The seed of every trial: ``search.trial_seed``, else ``search.seed``."""
+        s = self.search
+        return s.seed if s.trial_seed is None else s.trial_seed
+
+    @property
     def pool(self) -> str:
         """The auxiliary pool, resolved (registry order)."""
         return resolved_pool(self.search)
@@ -393,7 +398,6 @@ def resolve(cfg: SearchConfig) -> SearchConfig:
     n_trials = space.n_trials
     if n_trials is None:
         n_trials = space_size(cfg)
-    trial_seed = space.seed if space.trial_seed is None else space.trial_seed
     return dataclasses.replace(
         cfg,
         search=dataclasses.replace(
@@ -402,7 +406,7 @@ def resolve(cfg: SearchConfig) -> SearchConfig:
             max_aux=cfg.max_aux,
             sampler=cfg.sampler,
             n_trials=n_trials,
-            trial_seed=trial_seed,
+            trial_seed=cfg.trial_seed,
         ),
     )
 

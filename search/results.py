@@ -154,11 +154,9 @@ def collect_stage(
             "epochs": reached,
             "status": status,
             "failure": failure_reason(error),
-            "vuln": _last(hist, "vuln") if status != "failed" else math.nan,
-            "clean_error": _last(hist, "clean_error") if status != "failed" else math.nan,
             **{
                 m: _last(hist, m) if status != "failed" else math.nan
-                for m in ("grad_bound", "grad_bound_all")
+                for m in ("vuln", "clean_error", "grad_bound", "grad_bound_all")
             },
             "cost_units": reached * encoder_cost(encoder),
             "wall_s": float(metrics.get("time_total_s", math.nan)),

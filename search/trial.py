@@ -139,17 +139,11 @@ def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec
         attack=cfg.attack,
         attacks=attacks,
         attack_steps=steps,
-        seed=trial_seed(cfg),
+        seed=cfg.trial_seed,
         device=cfg.resources.device,
         threads=max(1, int(cfg.resources.cpus_per_trial)),
         data_tasks=canonical_tasks(candidate.main + cfg.pool),
     )
-
-
-def trial_seed(cfg: SearchConfig) -> int:
-    """The seed of every trial of ``cfg``: ``search.trial_seed``, else ``search.seed``."""
-    s = cfg.search
-    return s.seed if s.trial_seed is None else s.trial_seed
 
 
 # --------------------------------------------------------------------------------------------
@@ -180,8 +174,8 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     state (``last.pt`` of :func:`models.train`). Stage 1 also runs the cheap attack after every
     epoch, and once before training (epoch 0; all a trial of ``epochs == 0`` does); stage 2 runs
     the attack ensemble after the last epoch. Attacks use the first ``attack.images`` validation
-    images and the trial seed, so
-    every trial is attacked on the same images with the same random starts.
+    images and the trial seed, so every trial is attacked on the same images with the same
+    random starts.
 
     Reported attack metrics: ``vuln`` (the main task's relative vulnerability under the
     stage's attack, the ensemble aggregated per ``attack.aggregate``), ``vuln_<attack>`` (per
