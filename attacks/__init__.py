@@ -12,12 +12,12 @@ keys. ``fgsm`` takes no ``steps``/``step_size``/``random_start``/``generator``. 
 
 from __future__ import annotations
 
-from attacks.apgd import apgd
-from attacks.fgsm import fgsm
-from attacks.mim import mim
-from attacks.pgd import pgd
-from attacks.projection import NORMS, dual_norm, lp_norm, project
-from attacks.registry import (
+from rts.attacks.apgd import apgd
+from rts.attacks.fgsm import fgsm
+from rts.attacks.mim import mim
+from rts.attacks.pgd import pgd
+from rts.attacks.projection import NORMS, dual_norm, lp_norm, project
+from rts.attacks.registry import (
     ATTACKS,
     DEFAULT_ATTACKS,
     AttackSpec,
@@ -27,7 +27,7 @@ from attacks.registry import (
     register_attack,
     run_attack,
 )
-from attacks.wgd import wgd
+from rts.attacks.wgd import wgd
 
 __all__ = [
     "ATTACKS",
@@ -54,7 +54,7 @@ __all__ = [
 def __getattr__(name: str):
     """Import :func:`attacks.evaluate.evaluate_robustness` lazily (it needs pandas)."""
     if name == "evaluate_robustness":
-        from attacks.evaluate import evaluate_robustness
+        from rts.attacks.evaluate import evaluate_robustness
 
         return evaluate_robustness
     raise AttributeError(f"module 'attacks' has no attribute {name!r}")

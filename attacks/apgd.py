@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.objective import (
+from rts.attacks.objective import (
     Combine,
     Weights,
     attack_mode,
@@ -38,9 +38,9 @@ from attacks.objective import (
     warn_if_degenerate,
     weighted,
 )
-from attacks.projection import NORMS, ascent_direction, per_sample, project, sphere_start
-from attacks.registry import register_attack
-from tasks.losses import PerSampleLoss
+from rts.attacks.projection import NORMS, ascent_direction, per_sample, project, sphere_start
+from rts.attacks.registry import register_attack
+from rts.tasks.losses import PerSampleLoss
 
 MOMENTUM = 0.75
 """APGD's momentum ``α`` (AutoAttack)."""

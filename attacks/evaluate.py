@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attacks.metrics import relative_vulnerability, task_error_values, undefined_count
-from attacks.objective import attack_mode, forward, resolve_tasks, resolve_weights
-from attacks.registry import DEFAULT_ATTACKS, parse_attacks, run_attack
-from tasks.losses import PerSampleLoss, task_losses, weighted_sum
+from rts.attacks.metrics import relative_vulnerability, task_error_values, undefined_count
+from rts.attacks.objective import attack_mode, forward, resolve_tasks, resolve_weights
+from rts.attacks.registry import DEFAULT_ATTACKS, parse_attacks, run_attack
+from rts.tasks.losses import PerSampleLoss, task_losses, weighted_sum
 
 log = logging.getLogger(__name__)
 

@@ -11,11 +11,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.objective import Weights, attack_mode, loss_and_grad, prepare, warn_if_degenerate
-from attacks.objective import weighted as weighted_objective
-from attacks.projection import NORMS, ascent_direction, project
-from attacks.registry import register_attack
-from tasks.losses import PerSampleLoss
+from rts.attacks.objective import Weights, attack_mode, loss_and_grad, prepare, warn_if_degenerate
+from rts.attacks.objective import weighted as weighted_objective
+from rts.attacks.projection import NORMS, ascent_direction, project
+from rts.attacks.registry import register_attack
+from rts.tasks.losses import PerSampleLoss
 
 
 @register_attack(

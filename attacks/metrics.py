@@ -23,9 +23,9 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from attacks.objective import attack_mode, forward, resolve_tasks, resolve_weights
-from attacks.projection import dual_norm, lp_norm
-from tasks.losses import PerSampleLoss, default_error, task_losses, weighted_sum
+from rts.attacks.objective import attack_mode, forward, resolve_tasks, resolve_weights
+from rts.attacks.projection import dual_norm, lp_norm
+from rts.tasks.losses import PerSampleLoss, default_error, task_losses, weighted_sum
 
 Reduction = Literal["mean", "none"]
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.objective import (
+from rts.attacks.objective import (
     Weights,
     attack_mode,
     check_step_size,
@@ -23,9 +23,9 @@ from attacks.objective import (
     warn_if_degenerate,
     weighted,
 )
-from attacks.projection import NORMS, ascent_direction, per_sample, project, uniform_start
-from attacks.registry import register_attack
-from tasks.losses import PerSampleLoss
+from rts.attacks.projection import NORMS, ascent_direction, per_sample, project, uniform_start
+from rts.attacks.registry import register_attack
+from rts.tasks.losses import PerSampleLoss
 
 
 @register_attack("mim", summary="Dong et al. momentum iterative FGSM (decay 1.0, step eps/steps)")

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from attacks.projection import COMPAT_NORMS, NORMS
-from tasks.losses import PerSampleLoss, task_losses, weighted_sum
-from tasks.registry import get_task
+from rts.attacks.projection import COMPAT_NORMS, NORMS
+from rts.tasks.losses import PerSampleLoss, task_losses, weighted_sum
+from rts.tasks.registry import get_task
 
 Weights = Mapping[str, float] | Sequence[float] | None
 """Per-task attack weights: a mapping task → weight, a sequence aligned with ``tasks``, or None

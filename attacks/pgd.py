@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.objective import (
+from rts.attacks.objective import (
     Combine,
     Weights,
     attack_mode,
@@ -24,9 +24,9 @@ from attacks.objective import (
     warn_if_degenerate,
     weighted,
 )
-from attacks.projection import COMPAT_NORMS, NORMS, ascent_direction, project, uniform_start
-from attacks.registry import register_attack
-from tasks.losses import PerSampleLoss
+from rts.attacks.projection import COMPAT_NORMS, NORMS, ascent_direction, project, uniform_start
+from rts.attacks.registry import register_attack
+from rts.tasks.losses import PerSampleLoss
 
 
 def default_step_size(eps: float, steps: int) -> float:

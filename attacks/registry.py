@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from attacks.projection import NORMS
+from rts.attacks.projection import NORMS
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("pgd", "apgd", "wgd")
 """The ensemble whose per-sample worst case is the project's default robustness number."""

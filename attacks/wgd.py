@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from attacks.objective import (
+from rts.attacks.objective import (
     Combine,
     Weights,
     attack_mode,
@@ -51,10 +51,10 @@ from attacks.objective import (
     per_task_losses,
     prepare,
 )
-from attacks.pgd import default_step_size, iterate
-from attacks.projection import COMPAT_NORMS, NORMS
-from attacks.registry import register_attack
-from tasks.losses import PerSampleLoss, weighted_sum
+from rts.attacks.pgd import default_step_size, iterate
+from rts.attacks.projection import COMPAT_NORMS, NORMS
+from rts.attacks.registry import register_attack
+from rts.tasks.losses import PerSampleLoss, weighted_sum
 
 
 def attack_rate_weights(

@@ -5,7 +5,7 @@ Builds synthetic runs (an exhaustive search around main task ``d``: every subset
 then times ``analyze`` (999 bootstrap resamples, 7 surrogates) and ``write_report``. Prints a
 Markdown table: median of ``--repeats`` runs, peak RSS of the process after each size.
 
-    python benchmarks/analysis_bench.py --sizes 3,6,9 --repeats 3
+    python -m benchmarks.analysis_bench --sizes 3,6,9 --repeats 3
 """
 
 from __future__ import annotations
@@ -14,21 +14,15 @@ import argparse
 import itertools
 import resource
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# run as a script, this folder comes first on sys.path, and benchmarks/search.py would shadow
-# the `search` package: drop the folder (the package is installed editable)
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-from search.analysis import analyze, make_run_data  # noqa: E402
-from search.report import write_report  # noqa: E402
+from rts.search.analysis.correlate import analyze
+from rts.search.analysis.rundata import make_run_data
+from rts.search.report.html import write_report
 
 POOL = "sDnkKeEprA"
 

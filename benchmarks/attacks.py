@@ -14,7 +14,7 @@ Comparisons (goal in brackets):
 The 5-vs-1 ratio cannot go below the model's own cost of four more decoders (only the attacked
 heads run); the bare-loop 5-vs-1 row measures that floor.
 
-Usage: ``python benchmarks/attacks.py [--size 64] [--batch 8] [--steps 5] [--reps 5]
+Usage: ``python -m benchmarks.attacks [--size 64] [--batch 8] [--steps 5] [--reps 5]
 [--threads 1] [--device cpu|cuda] [--no-memory]``.
 """
 
@@ -24,7 +24,6 @@ import argparse
 import multiprocessing as mp
 import resource
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,12 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-# This script is itself named attacks.py: put the repository root first so that `import attacks`
-# finds the package, not this file (sys.path[0] is the script's folder).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from attacks import pgd
-from tasks.losses import task_losses
+from rts.attacks import pgd
+from rts.tasks.losses import task_losses
 
 TASKS5 = "sdDnE"
 EPS, ALPHA = 8 / 255, 2 / 255
@@ -50,8 +45,8 @@ def _sync(device: torch.device) -> None:
 
 def make_multitask(size: int, batch: int, width: int, device: torch.device):
     """The 5-task ResNet18 model, a batch of images and random labels on ``device``."""
-    from models import build_model
-    from tasks.registry import SEG_CLASSES
+    from rts.models import build_model
+    from rts.tasks.registry import SEG_CLASSES
 
     model = build_model("resnet18", TASKS5, decoder_width=width, seed=0).to(device).eval()
     gen = torch.Generator().manual_seed(0)

@@ -1,6 +1,6 @@
 """Data pipeline speed: synthetic generation, disk and in-memory loading, vs. a training step.
 
-Run ``python benchmarks/data.py [--sizes 64 128 256] [--repeats 3] [--threads 2]``; prints a
+Run ``python -m benchmarks.data [--sizes 64 128 256] [--repeats 3] [--threads 2]``; prints a
 Markdown table. Per resolution (each in a fresh process, so its peak RSS is its own):
 
 * generation: synthetic views rendered + encoded in memory (``tasks.synthetic.iter_raw``), and
@@ -47,7 +47,7 @@ def _median_rate(fn, images: int, repeats: int) -> float:
 
 def _own_generation(size: int, n: int, repeats: int) -> tuple[float, float]:
     """(render+encode img/s, write-PNG img/s), wall clock, when data_synth.py is unavailable."""
-    from tasks.synthetic import iter_raw, write_dataset
+    from rts.tasks.synthetic import iter_raw, write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         render = _median_rate(lambda: list(iter_raw(n, size, 0)), n, repeats)
@@ -62,9 +62,8 @@ def _synth_benchmark(sizes: list[int], repeats: int) -> dict[int, dict[str, floa
     CPU, to-disk img/s wall and CPU, ...). ``None`` when the script is absent or its table
     changed shape, and the figures are then measured here.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     try:
-        import data_synth
+        from benchmarks import data_synth
     except ImportError:
         return None
     buffer = io.StringIO()
@@ -91,12 +90,12 @@ def _train_step_seconds(data, repeats: int) -> tuple[float, str]:
     """
     import torch
 
-    from tasks.losses import task_losses, weighted_sum
+    from rts.tasks.losses import task_losses, weighted_sum
 
     x, y = next(data.batches(BATCH))
     tasks = "sdnkE"
     try:
-        from models import build_model
+        from rts.models import build_model
 
         model = build_model("resnet18", tasks, seed=0)
         name = "models.build_model('resnet18', 'sdnkE')"
@@ -136,10 +135,10 @@ def measure(size: int, n: int, repeats: int, threads: int) -> dict[str, float]:
     import torch
 
     torch.set_num_threads(threads)
-    from tasks.data import DataSpec, load_data
+    from rts.tasks.data import DataSpec, load_data
 
     out: dict = {"size": size, "n": n}
-    from tasks.synthetic import write_dataset
+    from rts.tasks.synthetic import write_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_dataset(Path(tmp) / "synth", n, size, 0)

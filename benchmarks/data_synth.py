@@ -6,7 +6,7 @@ views written to disk as the 11 Taskonomy PNGs (``write_dataset``), each the med
 compare on a shared machine), plus the peak resident memory after that size. Single process, one
 core: the generator is plain numpy without BLAS calls.
 
-    python benchmarks/data_synth.py [--sizes 64 128 256] [--repeats 3] [--seconds 1.5]
+    python -m benchmarks.data_synth [--sizes 64 128 256] [--repeats 3] [--seconds 1.5]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tasks.synthetic import iter_raw, write_dataset
+from rts.tasks.synthetic import iter_raw, write_dataset
 
 
 def _peak_rss_mib() -> float:

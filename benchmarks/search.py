@@ -1,9 +1,9 @@
 """Benchmark of ``rts search``: Ray/Optuna overhead per trial and the quickstart's wall time.
 
-    python benchmarks/search.py                 # overhead (no-op trials) + quickstart
-    python benchmarks/search.py --skip-quickstart --repeat 5
+    python -m benchmarks.search                 # overhead (no-op trials) + quickstart
+    python -m benchmarks.search --skip-quickstart --repeat 5
 
-Overhead: searches of no-op trials (:class:`search.trial_fake.FakeTrial`, one epoch, no sleep)
+Overhead: searches of no-op trials (:class:`tests.search.fake_trial.FakeTrial`, one epoch, no sleep)
 with 8 and 32 stage-1 trials on a local Ray with 2 CPUs, run alternately in the same process;
 the per-trial overhead is the slope between the two sizes (so Ray start-up and stage 2 cancel
 out). Quickstart: ``configs/quickstart.yaml`` end to end, real models and attacks. Prints a
@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# This script is named like the package it measures: keep its folder off the import path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 
 def peak_rss_mib() -> float:
@@ -35,9 +33,9 @@ def peak_rss_mib() -> float:
 
 def noop_search(n_trials: int, storage: str) -> float:
     """Wall seconds of a search of ``n_trials`` no-op stage-1 trials (Ray already running)."""
-    from search.config import load_config
-    from search.run import run_search
-    from search.trial_fake import FakeTrial
+    from rts.search.config.convert import load_config
+    from rts.search.results.pipeline import run_search
+    from tests.search.fake_trial import FakeTrial
 
     cfg = load_config(
         None,
@@ -67,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from search.run import RAY_ENV_DEFAULTS, ray_session, run_search
+    from rts.search.engine.stages import RAY_ENV_DEFAULTS, ray_session
+    from rts.search.results.pipeline import run_search
 
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -101,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     qs = None
     if not args.skip_quickstart:
-        from search.config import load_config
+        from rts.search.config.convert import load_config
 
         cfg = load_config(ROOT / "configs" / "quickstart.yaml")
         with tempfile.TemporaryDirectory() as tmp:

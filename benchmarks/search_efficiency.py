@@ -3,8 +3,7 @@
     python -m benchmarks.search_efficiency                          # defaults below, ~35 min
     python -m benchmarks.search_efficiency --seeds 0 --budgets screen-top3 --storage /tmp/eff
 
-Run it as a module from the repository root (``python benchmarks/search_efficiency.py`` puts
-``benchmarks/`` first on ``sys.path``, where ``benchmarks/search.py`` shadows the package).
+Run it as a module from the repository root: ``python -m benchmarks.search_efficiency``.
 
 1. **Ground truth.** The exhaustive study of ``--config`` (default: the RQ1 synthetic study, main
    task ``d`` and the pool ``sDnE``: 16 subsets): every subset trained for the full
@@ -48,13 +47,9 @@ from typing import Any
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-_HERE = Path(__file__).resolve().parent
-# Run as a script, this folder would come first on sys.path and benchmarks/search.py would shadow
-# the `search` package: drop it (the package is installed editable).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+from rts.search.engine.plan import encoder_cost
 
-from search.results import encoder_cost  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +239,7 @@ def sampling_diagnostics(
 ) -> dict[str, Any]:
     """Why a search missed: was the true best sampled in stage 1, how did stage 1 rank it (by
     ``metric``, ``stage1.metric``), and which subsets reached stage 2."""
-    from search.results import rank_stage1
+    from rts.search.results.select import rank_stage1
 
     s1 = search[search["stage"] == 1]
     best = str(truth.idxmin())
@@ -319,7 +314,7 @@ def peak_rss_mib(who: int = resource.RUSAGE_SELF) -> float:
 
 def markdown(frame: pd.DataFrame, digits: Mapping[str, int] | None = None) -> str:
     """``frame`` as a Markdown table; floats with ``digits[col]`` decimals (default 3)."""
-    from search.analysis import fmt, text_table
+    from rts.search.report.text import fmt, text_table
 
     digits = dict(digits or {})
     cells = frame.copy()
@@ -331,7 +326,7 @@ def markdown(frame: pd.DataFrame, digits: Mapping[str, int] | None = None) -> st
 
 def run_study(cfg: Any, storage: str, trial_fn: Any, echo: Any) -> tuple[Any, float]:
     """Run (or resume) one study through ``rts search``'s code path; (outcome, wall seconds)."""
-    from search.run import run_search
+    from rts.search.results.pipeline import run_search
 
     start = time.perf_counter()
     out = run_search(cfg, storage=storage, trial_fn=trial_fn, echo=echo)
@@ -340,7 +335,8 @@ def run_study(cfg: Any, storage: str, trial_fn: Any, echo: Any) -> tuple[Any, fl
 
 def table3(truth_dir: Path, surrogates: Sequence[str] | None = None) -> pd.DataFrame:
     """The surrogates' correlations with the truth over every subset (the Table-3 analogue)."""
-    from search.analysis import analyze, load_run
+    from rts.search.analysis.correlate import analyze
+    from rts.search.analysis.rundata import load_run
 
     return analyze(load_run(truth_dir), surrogates=surrogates, k=1)
 
@@ -454,8 +450,8 @@ def evaluate(
     say: Any = None,
 ) -> Evaluation:
     """Run (or resume) the exhaustive truth once per truth seed, then every budget × seed."""
-    from search.config import load_config, resolve
-    from search.space import Space
+    from rts.search.config.convert import load_config, resolve
+    from rts.search.engine.space import Space
 
     base = resolve(load_config(config, overrides))
     size = Space.from_config(base).size
@@ -571,7 +567,7 @@ def print_real(ev: Evaluation, truth_seeds: Sequence[int], main: str, s1_epochs:
     table = surrogates_vs(run0.trials, run0.history, truth, surrogate_names(s1_epochs))
     print(markdown(table, {"pearson_r": 2, "spearman": 2}))
     print(f"\n## Surrogates of the seed-{truth_seeds[0]} run against its own truth (Table 3)\n")
-    from search.analysis import format_analysis
+    from rts.search.report.text import format_analysis
 
     print(format_analysis(table3(run0.paths.root)))
     print_searches(ev.frame)
@@ -584,7 +580,7 @@ def print_real(ev: Evaluation, truth_seeds: Sequence[int], main: str, s1_epochs:
 def print_fake(evs: Mapping[float, Evaluation], s1_epochs: int) -> None:
     """Tables of the simulated evaluations: per noise level, how well the stage-1 surrogates
     rank the oracle and what each budget finds."""
-    print("\n# Simulated surrogates (search.trial_fake: exact oracle truth, noisy stage 1)\n")
+    print("\n# Simulated surrogates (tests.search.fake_trial: exact oracle truth, noisy stage 1)\n")
     names = [n for n in surrogate_names(s1_epochs) if n.split("@")[0] != "clean_error"]
     for noise, ev in evs.items():
         print(f"\n## noise {noise:g}: surrogates against the oracle truth\n")
@@ -614,8 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--fake-noise",
         default="",
         help="also (or with --no-real, only) run every budget on simulated trials "
-        "(search.trial_fake: a known oracle) whose stage-1 surrogates carry Gaussian noise of "
-        "these sizes, e.g. 0,0.05,0.1: how good must a surrogate be for the goal",
+        "(tests.search.fake_trial: a known oracle) whose stage-1 surrogates carry Gaussian "
+        "noise of these sizes, e.g. 0,0.05,0.1: how good must a surrogate be for the goal",
     )
     parser.add_argument("--no-real", action="store_true", help="skip the real-trial evaluation")
     parser.add_argument("--storage", default=None, help="runs folder (default: a temp folder)")
@@ -630,8 +626,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import optuna
     import ray
 
-    from search.config import load_config, resolve
-    from search.trial_fake import FakeTrial
+    from rts.search.config.convert import load_config, resolve
+    from tests.search.fake_trial import FakeTrial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]

@@ -9,9 +9,9 @@ configuration runs in its own process so its peak RSS is its own. Prints a Markd
 medians over ``--repeats`` of images/s, the median ratio ``train / hand`` of seconds per run
 (goal ≤ 1.10), and peak RSS.
 
-    python benchmarks/training.py                        # CPU: resnet18/50 at 64 and 128 px
-    python benchmarks/training.py --encoders resnet18 --sizes 64 --precision fp32,bf16
-    python benchmarks/training.py --device cuda --sizes 256 --batch 64 --precision fp32,bf16
+    python -m benchmarks.training                        # CPU: resnet18/50 at 64 and 128 px
+    python -m benchmarks.training --encoders resnet18 --sizes 64 --precision fp32,bf16
+    python -m benchmarks.training --device cuda --sizes 256 --batch 64 --precision fp32,bf16
 """
 
 from __future__ import annotations
@@ -23,12 +23,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-# run as a script, this folder comes first on sys.path and benchmarks/attacks.py would shadow
-# the `attacks` package: drop the folder (the package is installed editable)
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 TASKS = "sdDnE"
 
@@ -39,7 +33,7 @@ class _Batches:
     def __init__(self, tasks: str, batch: int, size: int, steps: int) -> None:
         import torch
 
-        from tasks.registry import SEG_CLASSES, get_task
+        from rts.tasks.registry import SEG_CLASSES, get_task
 
         g = torch.Generator().manual_seed(0)
         n = batch * steps
@@ -79,8 +73,8 @@ def _one(
     """Measure one configuration in this process; returns a row."""
     import torch
 
-    from models import Schedule, build_model, make_weighting, resolve_device, train
-    from tasks.losses import task_losses, weighted_sum
+    from rts.models import Schedule, build_model, make_weighting, resolve_device, train
+    from rts.tasks.losses import task_losses, weighted_sum
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,10 +1,15 @@
 """Multi-task models: encoders, decoders, the hard-sharing model, loss weighting, training,
 checkpoints. See docs/models.md."""
 
-from models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, read_checkpoint, save_checkpoint
-from models.decoders import Decoder, decoder_widths
-from models.device import resolve_device
-from models.encoders import (
+from rts.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from rts.models.decoders import Decoder, decoder_widths
+from rts.models.device import resolve_device
+from rts.models.encoders import (
     ENCODERS,
     EncoderSpec,
     MissingExtraError,
@@ -12,8 +17,8 @@ from models.encoders import (
     get_encoder,
     register_encoder,
 )
-from models.mtl import DEFAULT_DECODER_WIDTH, MultiTaskModel, build_model
-from models.train import (
+from rts.models.mtl import DEFAULT_DECODER_WIDTH, MultiTaskModel, build_model
+from rts.models.train import (
     SCHEDULES,
     EpochRecord,
     NonFiniteLossError,
@@ -23,7 +28,7 @@ from models.train import (
     records_frame,
     train,
 )
-from models.weighting import (
+from rts.models.weighting import (
     OPTIMAL_AUX_WEIGHTS,
     WEIGHTINGS,
     GradNormWeighting,

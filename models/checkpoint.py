@@ -23,9 +23,9 @@ from typing import Any
 
 import torch
 
-from models.mtl import MultiTaskModel, build_model
-from tasks.io import atomic_path
-from tasks.registry import canonical_tasks
+from rts.models.mtl import MultiTaskModel, build_model
+from rts.tasks.io import atomic_path
+from rts.tasks.registry import canonical_tasks
 
 __all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 

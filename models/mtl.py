@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models.decoders import Decoder
-from models.encoders import build_encoder, get_encoder
-from tasks.registry import canonical_tasks, get_task, parse_tasks
+from rts.models.decoders import Decoder
+from rts.models.encoders import build_encoder, get_encoder
+from rts.tasks.registry import canonical_tasks, get_task, parse_tasks
 
 __all__ = [
     "DEFAULT_DECODER_WIDTH",

@@ -27,12 +27,12 @@ from typing import Any, Literal, Protocol
 import torch
 from torch import Tensor, nn
 
-from models.checkpoint import read_checkpoint, save_checkpoint
-from models.device import resolve_device
-from models.mtl import MultiTaskModel
-from models.weighting import LossWeighting, WeightingSpec, make_weighting
-from tasks.io import atomic_path
-from tasks.losses import task_errors, task_losses
+from rts.models.checkpoint import read_checkpoint, save_checkpoint
+from rts.models.device import resolve_device
+from rts.models.mtl import MultiTaskModel
+from rts.models.weighting import LossWeighting, WeightingSpec, make_weighting
+from rts.tasks.io import atomic_path
+from rts.tasks.losses import task_errors, task_losses
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tasks.losses import weighted_sum
-from tasks.registry import canonical_tasks, parse_tasks
+from rts.tasks.losses import weighted_sum
+from rts.tasks.registry import canonical_tasks, parse_tasks
 
 __all__ = [
     "OPTIMAL_AUX_WEIGHTS",

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from tasks.encoding import check_convention, decode_sample, expand, hflip
-from tasks.registry import canonical_tasks
-from tasks.taskonomy import Record, load_record, scan_folder, split_by_building
+from rts.tasks.encoding import check_convention, decode_sample, expand, hflip
+from rts.tasks.registry import canonical_tasks
+from rts.tasks.taskonomy import Record, load_record, scan_folder, split_by_building
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +335,7 @@ def _render_synthetic(
     """Render the synthetic views in memory and decode them exactly like files."""
     from tqdm import tqdm
 
-    from tasks import synthetic
+    from rts.tasks import synthetic
 
     names: list[str] = []
     store = None

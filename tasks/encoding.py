@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.registry import SEG_CLASSES, SEG_IGNORE, get_task, parse_tasks
+from rts.tasks.registry import SEG_CLASSES, SEG_IGNORE, get_task, parse_tasks
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tasks.registry import SEG_IGNORE, get_task, parse_tasks
+from rts.tasks.registry import SEG_IGNORE, get_task, parse_tasks
 
 PerSampleLoss = Callable[[Tensor, Tensor], Tensor]
 """``(pred, target) -> Tensor[N]``: a per-example loss."""

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.io import atomic_write_text
-from tasks.registry import TASKS
-from tasks.synthetic_render import SyntheticView, render
-from tasks.synthetic_scene import SEG_CLASS_NAMES, sample_camera, sample_layout
+from rts.tasks.io import atomic_write_text
+from rts.tasks.registry import TASKS
+from rts.tasks.synthetic_render import SyntheticView, render
+from rts.tasks.synthetic_scene import SEG_CLASS_NAMES, sample_camera, sample_layout
 
 __all__ = [
     "DOMAINS",

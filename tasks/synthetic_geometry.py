@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from tasks.synthetic_scene import Box, Cylinder, Primitive, Room, Sphere
+from rts.tasks.synthetic_scene import Box, Cylinder, Primitive, Room, Sphere
 
 F32 = np.float32
 INF = np.float32(np.inf)

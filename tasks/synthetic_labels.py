@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.synthetic_geometry import F32, INF, dot3
+from rts.tasks.synthetic_geometry import F32, INF, dot3
 
 EDGE_GAIN = 3.0
 """Texture edge ``r = clip(EDGE_GAIN * |∇I|)``, ``|∇I|`` in intensity per pixel (Sobel / 8)."""

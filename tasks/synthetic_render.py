@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.synthetic_geometry import (
+from rts.tasks.synthetic_geometry import (
     F32,
     HITS,
     ROOM_NORMALS,
@@ -35,8 +35,8 @@ from tasks.synthetic_geometry import (
     screen_rect,
     surface,
 )
-from tasks.synthetic_labels import image_responses, keypoints_3d, occlusion_edges
-from tasks.synthetic_scene import (
+from rts.tasks.synthetic_labels import image_responses, keypoints_3d, occlusion_edges
+from rts.tasks.synthetic_scene import (
     SEG_CEILING,
     SEG_FLOOR,
     SEG_WALL,

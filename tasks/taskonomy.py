@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from tasks.encoding import (
+from rts.tasks.encoding import (
     MASK_DOMAIN,
     RAW_FORMATS,
     canonical_domain,
@@ -41,7 +41,7 @@ from tasks.encoding import (
     masked_tasks,
     required_domains,
 )
-from tasks.registry import SEG_CLASSES, TASKS, get_task, parse_tasks
+from rts.tasks.registry import SEG_CLASSES, TASKS, get_task, parse_tasks
 
 log = logging.getLogger(__name__)
 

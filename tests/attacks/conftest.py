@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.registry import SEG_IGNORE, get_task
+from rts.tasks.registry import SEG_IGNORE, get_task
 
 H, W = 40, 24
 """Non-square test images, so an H/W swap shows up."""

@@ -7,12 +7,12 @@ import itertools
 import pytest
 import torch
 
-from attacks import apgd, pgd, wgd
-from attacks.apgd import apgd_trace, checkpoints
-from attacks.metrics import relative_vulnerability
-from attacks.objective import per_task_losses, weighted
-from attacks.wgd import attack_rate_weights
-from tasks.losses import l1_loss, mse_error
+from rts.attacks import apgd, pgd, wgd
+from rts.attacks.apgd import apgd_trace, checkpoints
+from rts.attacks.metrics import relative_vulnerability
+from rts.attacks.objective import per_task_losses, weighted
+from rts.attacks.wgd import attack_rate_weights
+from rts.tasks.losses import l1_loss, mse_error
 from tests.attacks.conftest import TinyMultiTask, make_images, make_labels
 
 
@@ -144,7 +144,7 @@ def test_wgd_gamma_zero_is_relative_weight():
     y = make_labels("sd", 3, dtype=torch.float64)
     with torch.no_grad():
         clean = per_task_losses(model, x, y, "sd")
-    from tasks.losses import cross_entropy_loss
+    from rts.tasks.losses import cross_entropy_loss
 
     rel = {
         "s": lambda p, t: cross_entropy_loss(p, t) / clean["s"],

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks import ATTACKS, get_attack, parse_attacks, parse_eps, pgd, register_attack
-from attacks.evaluate import COLUMNS, WORST, evaluate_robustness, parse_task_sets
-from attacks.metrics import relative_vulnerability
-from tasks.losses import mse_error
+from rts.attacks import ATTACKS, get_attack, parse_attacks, parse_eps, pgd, register_attack
+from rts.attacks.evaluate import COLUMNS, WORST, evaluate_robustness, parse_task_sets
+from rts.attacks.metrics import relative_vulnerability
+from rts.tasks.losses import mse_error
 from tests.attacks.conftest import (
     TinyMultiTask,
     Wrapped,

@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from attacks import ATTACKS, run_attack
-from attacks.objective import per_task_losses
+from rts.attacks import ATTACKS, run_attack
+from rts.attacks.objective import per_task_losses
 from tests.attacks.conftest import TinyMultiTask, make_images, make_labels
 
 TASKS = "sdn"
@@ -230,7 +230,7 @@ def test_l2_batch_only_in_pgd_and_wgd():
     x, y = make_images(1), make_labels(TASKS, 1)
     with pytest.raises(ValueError, match=r"for attack 'apgd'; choose from linf, l2$"):
         run_attack("apgd", model, x, y, TASKS, eps=0.1, steps=2, norm="l2-batch")
-    from attacks import mim
+    from rts.attacks import mim
 
     with pytest.raises(ValueError, match="exists only in pgd and wgd"):
         mim(model, x, y, TASKS, eps=0.1, steps=2, norm="l2-batch")
@@ -267,7 +267,7 @@ def test_float64_kept():
 
 
 def test_nan_loss_of_one_sample_warns_and_stays_in_domain():
-    from tasks.losses import l1_loss
+    from rts.tasks.losses import l1_loss
 
     model = TinyMultiTask("d").double()
     x = make_images(2, dtype=torch.float64)

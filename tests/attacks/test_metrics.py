@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from attacks import fgsm, pgd
-from attacks.metrics import (
+from rts.attacks import fgsm, pgd
+from rts.attacks.metrics import (
     adversarial_vulnerability,
     error_table,
     first_order_marginal,
@@ -21,8 +21,8 @@ from attacks.metrics import (
     theorem4_bound,
     undefined_count,
 )
-from attacks.objective import per_task_losses
-from tasks.losses import miou_error, mse_error
+from rts.attacks.objective import per_task_losses
+from rts.tasks.losses import miou_error, mse_error
 from tests.attacks.conftest import LinearModel, TinyMultiTask, make_images, make_labels
 
 A_D = torch.tensor([[[1.0, -2.0, 0.0], [0.5, 0.0, 3.0]]], dtype=torch.float64)  # ‖·‖₁ 6.5

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torchattacks
 
-from attacks import apgd, fgsm, mim, pgd
-from attacks.apgd import apgd_trace
-from attacks.objective import weighted
+from rts.attacks import apgd, fgsm, mim, pgd
+from rts.attacks.apgd import apgd_trace
+from rts.attacks.objective import weighted
 from tests.attacks.conftest import Wrapped, ce_per_sample
 
 LOSSES = {"y": ce_per_sample}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tasks.registry import SEG_CLASSES, SEG_IGNORE, get_task
+from rts.tasks.registry import SEG_CLASSES, SEG_IGNORE, get_task
 
 
 class TinyTaskData:

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from models import CHECKPOINT_FORMAT, build_model, load_checkpoint, read_checkpoint, save_checkpoint
+from rts.models import (
+    CHECKPOINT_FORMAT,
+    build_model,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from models import Decoder, build_model, decoder_widths
-from tasks.registry import TASKS
+from rts.models import Decoder, build_model, decoder_widths
+from rts.tasks.registry import TASKS
 
 
 def test_widths_reproduce_mtrobust_and_scale():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import resolve_device
+from rts.models import resolve_device
 
 
 def test_auto_and_cpu():

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from models import ENCODERS, MissingExtraError, build_encoder, build_model, get_encoder
-from models.encoders import register_encoder
+from rts.models import ENCODERS, MissingExtraError, build_encoder, build_model, get_encoder
+from rts.models.encoders import register_encoder
 
 HEAVY = {"resnet101", "resnet152", "wide_resnet50_2"}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import WeightingSpec, build_model, make_weighting
-from tasks.losses import task_losses
+from rts.models import WeightingSpec, build_model, make_weighting
+from rts.tasks.losses import task_losses
 
 
 @pytest.fixture(scope="module")

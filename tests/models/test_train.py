@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models import (
+from rts.models import (
     SCHEDULES,
     NonFiniteLossError,
     Schedule,
@@ -20,7 +20,7 @@ from models import (
     precise_batchnorm,
     train,
 )
-from tasks.losses import task_errors, task_losses
+from rts.tasks.losses import task_errors, task_losses
 
 ADAM = Schedule("adam", 1e-3, milestones=())
 
@@ -275,7 +275,7 @@ def test_schedule_steps_and_presets():
 @pytest.mark.slow
 def test_training_on_synthetic_data_lowers_every_validation_error():
     """Learning really happens: every task's clean validation error falls."""
-    from tasks.data import DataSpec, load_data
+    from rts.tasks.data import DataSpec, load_data
 
     tasks = "sdn"
     train_set, val_set = load_data(DataSpec(size=32, n=64, seed=0), tasks)

@@ -7,7 +7,7 @@ import io
 import pytest
 import torch
 
-from models import (
+from rts.models import (
     WEIGHTINGS,
     GradNormWeighting,
     UncertaintyWeighting,

@@ -11,7 +11,7 @@ import pytest
 def local_ray():
     """``ray.init(address="local", num_cpus=2)`` with the project's Ray env; shut down after."""
     ray = pytest.importorskip("ray")
-    from search.run import RAY_ENV_DEFAULTS
+    from rts.search.engine.stages import RAY_ENV_DEFAULTS
 
     with pytest.MonkeyPatch.context() as mp:
         for key, value in RAY_ENV_DEFAULTS.items():

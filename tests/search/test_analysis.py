@@ -11,29 +11,27 @@ import pytest
 import yaml
 from scipy import stats
 
-from search.analysis import (
+from rts.cli import main
+from rts.search.analysis.correlate import (
     ANALYSIS_COLUMNS,
-    KENDALL_VECTOR_MAX,
-    _kendall_vec,
     analyze,
-    combinations,
-    compute_summary,
     correlate,
     decision_metrics,
     default_k,
-    enable_chain,
-    format_analysis,
-    heatmap_panels,
-    heatmap_table,
+    surrogate_values,
+)
+from rts.search.analysis.paper import enable_chain, heatmap_panels, heatmap_table, pair_cells
+from rts.search.analysis.recommend import recommendation
+from rts.search.analysis.rundata import (
+    combinations,
+    compute_summary,
     load_run,
     make_run_data,
-    pair_cells,
-    pareto_front,
-    recommendation,
-    surrogate_values,
     weights_key,
 )
-from search.cli import main
+from rts.search.analysis.stats import KENDALL_VECTOR_MAX, _kendall_vec
+from rts.search.report.text import format_analysis
+from rts.search.results.pareto import pareto_front
 
 # Worst-case (APGD, single-task) main-task relative vulnerability of every subset of the pool
 # s, n, E around the main task d: the "ground truth" of an exhaustive search.

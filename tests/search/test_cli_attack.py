@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from search.cli import main
+from rts.cli import main
 
 # an untrained resnet at 16 px has dead ReLU paths: zero input gradients are expected here
 pytestmark = pytest.mark.filterwarnings("ignore:.*input gradient is zero:RuntimeWarning")
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*input gradient is zero:Runtime
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A run folder with ``last.pt``: an untrained resnet18 s+d model on 16 px synthetic data."""
-    from models import build_model, save_checkpoint
-    from tasks.data import DataSpec
+    from rts.models import build_model, save_checkpoint
+    from rts.tasks.data import DataSpec
 
     folder = tmp_path_factory.mktemp("run")
     model = build_model("resnet18", "sd", decoder_width=4, seed=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from search.cli import main
+from rts.cli import main
 
 
 def test_version(capsys):
@@ -23,6 +23,6 @@ def test_no_command_prints_help_and_exits_2(capsys):
 
 def test_console_script_help():
     out = subprocess.run(
-        [sys.executable, "-m", "search.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "rts", "--help"], capture_output=True, text=True, check=True
     )
     assert "robust-task-search" in out.stdout

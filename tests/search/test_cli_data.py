@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from search.cli import main
+from rts.cli import main
 from tests.tasks.test_loader import write_taskonomy
 
 
@@ -84,7 +84,7 @@ def test_bad_values_exit_2_with_one_line(folder, tmp_path, capsys, args, message
 
 
 def test_synth_check_show_round_trip(tmp_path, capsys):
-    pytest.importorskip("tasks.synthetic")
+    pytest.importorskip("rts.tasks.synthetic")
     out = tmp_path / "synth"
     assert (
         main(["data", "synth", "--out", str(out), "--n", "4", "--size", "16", "--seed", "3"]) == 0
@@ -99,7 +99,7 @@ def test_synth_check_show_round_trip(tmp_path, capsys):
 
 def test_console_script_reports_bad_input_in_one_line(folder):
     rts = Path(sys.executable).with_name("rts")
-    cmd = [str(rts)] if rts.exists() else [sys.executable, "-m", "search.cli"]
+    cmd = [str(rts)] if rts.exists() else [sys.executable, "-m", "rts"]
     bad = subprocess.run(
         [*cmd, "data", "check", str(folder), "--tasks", "q"], capture_output=True, text=True
     )

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from search.cli import main
+from rts.cli import main
 
 
 @pytest.fixture(autouse=True)
@@ -40,7 +40,7 @@ TINY = [
 
 
 def test_train_writes_checkpoints_metrics_config_and_resumes(tmp_path, capsys):
-    from models import load_checkpoint
+    from rts.models import load_checkpoint
 
     out = tmp_path / "run"
     args = ["train", "--tasks", "sd", "--epochs", "2", "--out", str(out), *TINY]
@@ -140,7 +140,7 @@ def test_unknown_config_key_is_named(tmp_path, capsys):
 
 def test_bad_arguments_fail_before_torch_is_imported(tmp_path):
     code = (
-        "import sys; from search.cli import main; "
+        "import sys; from rts.cli import main; "
         f"rc = main(['train', '--tasks', 'sq', '--out', {str(tmp_path)!r}]); "
         "print(rc, 'torch' in sys.modules)"
     )

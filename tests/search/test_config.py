@@ -10,19 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search.cli import main
-from search.config import (
-    ConfigError,
-    SearchConfig,
+from rts.cli import main
+from rts.search.config.convert import (
     apply_overrides,
     diff_configs,
     dump_config,
-    encoder_names,
     from_dict,
     load_config,
     resolve,
-    space_size,
 )
+from rts.search.config.schema import ConfigError, SearchConfig, space_size
+from rts.search.config.validate import encoder_names
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
@@ -126,8 +124,8 @@ def test_cross_field_rules():
 
 
 def test_trial_seed_defaults_to_the_sampler_seed_and_can_differ():
-    from search.space import Space
-    from search.trial import build_spec
+    from rts.search.engine.space import Space
+    from rts.search.engine.trial import build_spec
 
     cfg = load_config(None, ["search.seed=5", "search.encoders=[resnet18]"])
     cand = Space.from_config(cfg).baseline("resnet18")

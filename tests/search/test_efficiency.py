@@ -202,8 +202,8 @@ def test_summarize_budgets_needs_every_seed_within_rank_and_fraction():
 def test_default_budgets_are_planned_within_the_compute_goal():
     """Each default budget, applied to the ground-truth study, is planned (dry run) at most 20 %
     of its exhaustive cost: stage 2 = top-k + the baseline of the 16 subsets."""
-    from search.config import load_config
-    from search.run import plan_search
+    from rts.search.config.convert import load_config
+    from rts.search.engine.plan import plan_search
 
     for name in DEFAULT_BUDGETS:
         cfg = load_config(DEFAULT_CONFIG, BUDGETS[name].overrides())
@@ -218,9 +218,9 @@ def test_default_budgets_are_planned_within_the_compute_goal():
 def test_budgets_share_the_truth_runs_trial_seed_not_its_sampler_seed():
     """A search runs with the first truth seed as its trial seed whatever its sampler seed, so
     its stage-2 values are the truth run's (common random numbers)."""
-    from search.config import load_config
-    from search.space import Space
-    from search.trial import build_spec
+    from rts.search.config.convert import load_config
+    from rts.search.engine.space import Space
+    from rts.search.engine.trial import build_spec
 
     for name, budget in BUDGETS.items():
         cfg = load_config(
@@ -297,11 +297,11 @@ def test_stage1_metric_and_surrogates_vs_a_truth():
 
 
 def test_with_perfect_surrogates_the_screen_finds_the_oracle_best(local_ray, tmp_path):
-    """The whole benchmark path on simulated trials (search.trial_fake, noise 0): the truth is
+    """The whole benchmark path on simulated trials (tests.search.fake_trial, noise 0): the truth is
     the oracle's, grad_bound_all at initialisation ranks exactly like it, so the zero-training
     screen recommends the true best subset for 2 of 16 full trainings (12.5 %)."""
     from benchmarks.search_efficiency import evaluate
-    from search.trial_fake import FakeTrial
+    from tests.search.fake_trial import FakeTrial
 
     ev = evaluate(
         str(DEFAULT_CONFIG),

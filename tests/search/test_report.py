@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from search.analysis import analyze, make_run_data
-from search.cli import main
-from search.report import write_report
+from rts.cli import main
+from rts.search.analysis.correlate import analyze
+from rts.search.analysis.rundata import make_run_data
+from rts.search.report.html import write_report
 from tests.search.test_analysis import fake_frames, fake_run, write_fake_run_folder
 
 EXPECTED_FIGURES = {

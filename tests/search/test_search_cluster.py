@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from search.config import load_config
-from search.run import run_search
-from search.trial_fake import FakeTrial
+from rts.search.config.convert import load_config
+from rts.search.results.pipeline import run_search
+from tests.search.fake_trial import FakeTrial
 
 ray = pytest.importorskip("ray")
 
@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, monkeypatch):
     from ray.cluster_utils import Cluster
 
-    from search.run import RAY_ENV_DEFAULTS
+    from rts.search.engine.stages import RAY_ENV_DEFAULTS
 
     for key, value in RAY_ENV_DEFAULTS.items():
         monkeypatch.setenv(key, value)

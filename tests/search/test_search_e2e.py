@@ -1,8 +1,8 @@
 """End to end on a real local Ray (2 CPUs) and real Optuna, with fake and real trials.
 
-The fake trial (``search.trial_fake``) has a closed-form oracle: auxiliary ``k`` moves the main
-task's vulnerability by ``MARGINAL[k]``, identically at every epoch, so the best configuration
-of a space is known without running the search.
+The fake trial (``tests.search.fake_trial``) has a closed-form oracle: auxiliary ``k`` moves
+the main task's vulnerability by ``MARGINAL[k]``, identically at every epoch, so the best
+configuration of a space is known without running the search.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import optuna
 import pandas as pd
 import pytest
 
-from search.config import load_config
-from search.results import pareto_ranks
-from search.run import journal_storage, run_search
-from search.space import Candidate
-from search.trial_fake import MARGINAL, FakeTrial, fake_vulnerability
+from rts.search.config.convert import load_config
+from rts.search.engine.space import Candidate
+from rts.search.engine.stages import journal_storage
+from rts.search.results.pareto import pareto_ranks
+from rts.search.results.pipeline import run_search
+from tests.search.fake_trial import MARGINAL, FakeTrial, fake_vulnerability
 
 ray = pytest.importorskip("ray")
 
@@ -305,7 +306,7 @@ def test_stage1_metric_drives_asha_and_the_selection(local_ray, tmp_path):
 @pytest.mark.slow
 def test_real_trial_end_to_end(local_ray, tmp_path):
     """The real trainable: models.train, the cheap attack every epoch, the ensemble at the end."""
-    from models import load_checkpoint
+    from rts.models import load_checkpoint
 
     cfg = load_config(
         None,
@@ -361,7 +362,7 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     assert model.tasks == row["tasks"] and meta["epoch"] == 1
     assert meta["data"] == dataclasses.asdict(cfg.data)
     # so `rts attack CHECKPOINT` attacks the search's own held-out images, not the defaults'.
-    from search.cli import main
+    from rts.cli import main
 
     ckpt = out.paths.root / row["checkpoint"]
     again = tmp_path / "again"

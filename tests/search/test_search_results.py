@@ -9,18 +9,14 @@ import random
 import pandas as pd
 import pytest
 
-from search.config import load_config
-from search.results import (
-    candidate_columns,
-    failure_reason,
-    format_summary,
-    pareto_ranks,
-    rank_stage1,
-    select_stage2,
-    summarize,
-)
-from search.run import asha_expected_epochs, plan_search
-from search.space import Space
+from rts.search.config.convert import load_config
+from rts.search.engine.plan import asha_expected_epochs, plan_search
+from rts.search.engine.space import Space
+from rts.search.engine.stages import failure_reason
+from rts.search.results.collect import candidate_columns
+from rts.search.results.pareto import pareto_ranks
+from rts.search.results.select import rank_stage1, select_stage2
+from rts.search.results.summary import format_summary, summarize
 
 
 def sp(**kw) -> Space:
@@ -240,7 +236,7 @@ def test_a_trial_without_a_saved_config_means_the_stage_was_interrupted(tmp_path
     """Ctrl-C can stop a trial before Ray writes its params.json: resume, don't crash."""
     from types import SimpleNamespace
 
-    from search.run import SearchInterrupted, _check_complete
+    from rts.search.engine.stages import SearchInterrupted, _check_complete
 
     done = SimpleNamespace(config={"candidate": {"main": "d"}}, path=str(tmp_path / "a"))
     unsaved = SimpleNamespace(config={}, path=str(tmp_path / "b"))

@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.run import RAY_ENV_DEFAULTS
-from search.space import Candidate
-from search.trial_fake import fake_vulnerability
+from rts.search.engine.space import Candidate
+from rts.search.engine.stages import RAY_ENV_DEFAULTS
+from tests.search.fake_trial import ENV_TRIAL, fake_vulnerability
 
 CONFIG = """
 name: resume
@@ -30,6 +30,9 @@ search: {main: d, pool: sDnk, max_aux: 2, n_trials: 8, encoders: [resnet18], see
 stage1: {epochs: 3, grace_period: 1, reduction_factor: 2}
 stage2: {top_k: 2, epochs: 2}
 """
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository root: Ray workers import the fake trial from ``tests`` (the cwd)."""
 
 
 def session_pids(sid: int) -> list[int]:
@@ -95,19 +98,18 @@ def test_kill_9_then_rerun_loses_and_repeats_nothing(tmp_path):
     cmd = [
         sys.executable,
         "-m",
-        "search.cli",
+        "rts",
         "search",
         str(config),
+        f"search.trial_fn={ENV_TRIAL}",
         "--storage",
         str(tmp_path / "runs"),
         "--num-cpus",
         "2",
-        "--trial-fn",
-        "search.trial_fake:from_env",
     ]
     with open(tmp_path / "first.log", "w") as out:
         proc = subprocess.Popen(
-            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     exp = tmp_path / "runs" / "resume" / "ray" / "stage1"
     try:
@@ -128,7 +130,7 @@ def test_kill_9_then_rerun_loses_and_repeats_nothing(tmp_path):
     before = read_events(log_path)
 
     rerun = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=400, start_new_session=True
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400, start_new_session=True
     )
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert "stage 1: resuming" in rerun.stdout
@@ -172,10 +174,10 @@ def test_a_search_whose_every_trial_fails_exits_1(tmp_path):
     )
     # fail_on="" is contained in every auxiliary set, the empty one included: every trial fails.
     env = {**os.environ, **RAY_ENV_DEFAULTS, "RTS_FAKE_TRIAL": json.dumps({"fail_on": ""})}
-    cmd = [sys.executable, "-m", "search.cli", "search", str(config), "--storage"]
-    cmd += [str(tmp_path / "runs"), "--num-cpus", "2", "--trial-fn", "search.trial_fake:from_env"]
+    cmd = [sys.executable, "-m", "rts", "search", str(config), f"search.trial_fn={ENV_TRIAL}"]
+    cmd += ["--storage", str(tmp_path / "runs"), "--num-cpus", "2"]
     proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=240, start_new_session=True
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, start_new_session=True
     )
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "no stage-2 trial completed" in proc.stderr

@@ -10,8 +10,15 @@ import pickle
 import optuna
 import pytest
 
-from search.config import load_config
-from search.space import Candidate, Space, decode, make_sampler, make_searcher, scheme_weights
+from rts.search.config.convert import load_config
+from rts.search.engine.space import (
+    Candidate,
+    Space,
+    decode,
+    make_sampler,
+    make_searcher,
+    scheme_weights,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -144,7 +151,7 @@ def test_two_objective_searcher():
 
 
 def test_restore_closes_trials_asked_after_the_snapshot(tmp_path):
-    from search.run import journal_storage
+    from rts.search.engine.stages import journal_storage
 
     journal = tmp_path / "optuna.journal"
     searcher = searcher_for(journal_storage(journal))

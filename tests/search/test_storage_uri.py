@@ -15,13 +15,15 @@ import optuna
 import pandas as pd
 import pytest
 
-import search.storage as storage
-from search.cli import main
-from search.config import load_config
-from search.run import journal_storage, run_dir, run_search
-from search.space import Candidate
-from search.storage import journal_at, sync_down, sync_up
-from search.trial_fake import FakeTrial, fake_vulnerability
+import rts.search.engine.storage as storage
+from rts.cli import main
+from rts.search.config.convert import load_config
+from rts.search.engine.paths import run_dir
+from rts.search.engine.space import Candidate
+from rts.search.engine.stages import journal_storage
+from rts.search.engine.storage import journal_at, sync_down, sync_up
+from rts.search.results.pipeline import run_search
+from tests.search.fake_trial import FakeTrial, fake_vulnerability
 
 ray = pytest.importorskip("ray")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from search.config import load_config, resolve
-from search.run import plan_search
+from rts.search.config.convert import load_config, resolve
+from rts.search.engine.plan import plan_search
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 STUDIES = {
@@ -84,7 +84,7 @@ def test_every_study_config_exists_and_no_other():
 
 @pytest.mark.parametrize("name", all_configs())
 def test_config_loads_and_passes_dry_run(name, tmp_path, capsys):
-    from search.cli import main
+    from rts.cli import main
 
     synthetic = name.endswith("-synthetic")
     extra = [] if synthetic else [f"data.source={tmp_path}"]
@@ -98,7 +98,7 @@ def test_config_loads_and_passes_dry_run(name, tmp_path, capsys):
 
 
 def test_real_config_without_the_dataset_says_which_folder_is_missing(capsys):
-    from search.cli import main
+    from rts.cli import main
 
     rc = main(["search", str(path("rq1-tasks-norms-budgets")), "--dry-run"])
     err = capsys.readouterr().err
@@ -174,7 +174,7 @@ ray = pytest.importorskip("ray")
 
 
 def run_tiny(name: str, tmp_path: Path, *overrides: str):
-    from search.run import run_search
+    from rts.search.results.pipeline import run_search
 
     cfg = load_config(path(f"{name}-synthetic"), [*TINY, *overrides])
     return run_search(cfg, storage=tmp_path)
@@ -207,7 +207,7 @@ def test_rq1_synthetic_trains_and_attacks_every_subset(local_ray, tmp_path):
 
 @pytest.mark.slow
 def test_rq2_synthetic_five_task_model_and_the_enabling_chain(local_ray, tmp_path):
-    from search.cli import main
+    from rts.cli import main
 
     out = run_tiny("rq2-marginal", tmp_path)
     s2 = stage(out, 2).set_index("aux")
@@ -233,7 +233,7 @@ def test_rq2_synthetic_five_task_model_and_the_enabling_chain(local_ray, tmp_pat
     )
     assert rc == 0
     table = pd.read_parquet(tmp_path / "chain" / "attack.parquet")
-    from tasks.registry import canonical_tasks
+    from rts.tasks.registry import canonical_tasks
 
     assert set(table["attacked"]) == {canonical_tasks(c) for c in chain}
     # Definition 1 per attacked set: one adversarial vulnerability per enabled set, so the
@@ -271,7 +271,8 @@ def test_rq3_synthetic_compares_uniform_and_optimal_weights_under_each_attack(lo
 def test_rq4_synthetic_correlates_the_surrogates_with_the_resnet50_target(local_ray, tmp_path):
     from scipy import stats
 
-    from search.analysis import analyze, load_run
+    from rts.search.analysis.correlate import analyze
+    from rts.search.analysis.rundata import load_run
 
     out = run_tiny(
         "rq4-surrogates", tmp_path, "search.pool=sD", "search.max_aux=2", "stage1.epochs=2"

@@ -7,9 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from search import surrogates as sur
-from search.analysis import analyze
-from search.surrogates import (
+from rts.search.analysis import surrogates as sur
+from rts.search.analysis.correlate import analyze
+from rts.search.analysis.surrogates import (
     SURROGATES,
     TrialRecord,
     expand_surrogates,

@@ -6,10 +6,10 @@ import statistics
 
 import pytest
 
-from search.config import load_config
-from search.space import Space
-from search.trial import TrialSession, build_spec
-from search.trial_fake import FakeTrial, fake_vulnerability, surrogate_error
+from rts.search.config.convert import load_config
+from rts.search.engine.space import Space
+from rts.search.engine.trial import TrialSession, build_spec
+from tests.search.fake_trial import FakeTrial, fake_vulnerability, surrogate_error
 
 
 def reports(trial: FakeTrial, spec) -> list[dict]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.encoding import (
+from rts.tasks.encoding import (
     coerce_raw,
     decode_sample,
     decode_segmentation,
@@ -22,7 +22,7 @@ from tasks.encoding import (
     resize_image,
     validity,
 )
-from tasks.registry import TASK_KEYS
+from rts.tasks.registry import TASK_KEYS
 
 H, W = 24, 40  # non-square on purpose
 

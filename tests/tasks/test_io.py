@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.io import atomic_path, atomic_write_text
+from rts.tasks.io import atomic_path, atomic_write_text
 
 
 def test_atomic_write_creates_and_replaces(tmp_path):

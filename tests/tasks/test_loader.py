@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks.data import DataSpec, TaskDataset, load_data
-from tasks.taskonomy import (
+from rts.tasks.data import DataSpec, TaskDataset, load_data
+from rts.tasks.taskonomy import (
     check_folder,
     load_record,
     read_png,
@@ -226,7 +226,7 @@ def test_getitem_equals_batch_rows_and_cache_off_equals_on(folder):
 
 def test_n_caps_a_folder_evenly_over_the_sorted_views(folder, caplog):
     root, written = folder
-    with caplog.at_level("WARNING", logger="tasks.data"):
+    with caplog.at_level("WARNING", logger="rts.tasks.data"):
         data, _ = load_data(DataSpec(source=str(root), size=8, n=3, val_fraction=0), "d")
     names = sorted(written)  # b1: 3 views, b2: 2 views
     assert data.names == [names[0], names[1], names[3]]  # indices 0, 5//3, 10//3
@@ -447,7 +447,7 @@ def test_check_lists_every_problem(tmp_path):
 
 
 def test_synthetic_in_memory_equals_written_folder(tmp_path):
-    synthetic = pytest.importorskip("tasks.synthetic")
+    synthetic = pytest.importorskip("rts.tasks.synthetic")
     out = synthetic.write_dataset(tmp_path / "synth", 6, 32, 5)
     for convention in ("mtrobust", "taskgrouping"):
         mem = load_data(DataSpec(size=32, n=6, seed=5, convention=convention), "sdDnkKeEprA")
@@ -464,7 +464,7 @@ def test_synthetic_in_memory_equals_written_folder(tmp_path):
 
 
 def test_synthetic_is_deterministic_in_its_seed():
-    pytest.importorskip("tasks.synthetic")
+    pytest.importorskip("rts.tasks.synthetic")
     a, _ = load_data(DataSpec(size=16, n=4, seed=1, val_fraction=0), "dn")
     b, _ = load_data(DataSpec(size=16, n=4, seed=1, val_fraction=0), "dn")
     c, _ = load_data(DataSpec(size=16, n=4, seed=2, val_fraction=0), "dn")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from tasks.losses import (
+from rts.tasks.losses import (
     cross_entropy_loss,
     l1_loss,
     miou_error,
@@ -16,7 +16,7 @@ from tasks.losses import (
     task_losses,
     weighted_sum,
 )
-from tasks.registry import SEG_IGNORE, TASK_KEYS, TASKS, canonical_tasks, get_task, parse_tasks
+from rts.tasks.registry import SEG_IGNORE, TASK_KEYS, TASKS, canonical_tasks, get_task, parse_tasks
 
 CHANNELS = {"s": 18, "d": 1, "D": 1, "n": 3, "k": 1, "K": 1, "e": 1, "E": 1, "p": 2, "r": 1, "A": 3}
 

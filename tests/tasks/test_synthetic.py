@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from tasks import synthetic
-from tasks.registry import TASKS
-from tasks.synthetic import (
+from rts.tasks import synthetic
+from rts.tasks.registry import TASKS
+from rts.tasks.synthetic import (
     DOMAINS,
     SEG_CLASS_NAMES,
     encode_view,
@@ -21,9 +21,9 @@ from tasks.synthetic import (
     render_view,
     write_dataset,
 )
-from tasks.synthetic_labels import EDGE_GAIN, image_responses
-from tasks.synthetic_render import render
-from tasks.synthetic_scene import (
+from rts.tasks.synthetic_labels import EDGE_GAIN, image_responses
+from rts.tasks.synthetic_render import render
+from rts.tasks.synthetic_scene import (
     Box,
     Camera,
     Cylinder,
@@ -242,7 +242,7 @@ def test_response_ranges_are_informative(views):
 
 
 def test_mtrobust_decoding_gives_sensible_ranges(views):
-    encoding = pytest.importorskip("tasks.encoding")
+    encoding = pytest.importorskip("rts.tasks.encoding")
     raws = [encode_view(v) for v in views]
     for key in "dDnkKeEpr":
         vals = np.concatenate(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from search.cli_analyze import add_ranking_options
+from rts.cli.analyze import add_ranking_options
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -33,8 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Load the run, analyse it, write the report; print where it went."""
-    from search.analysis import load_run
-    from search.report import write_report
+    from rts.search.analysis.rundata import load_run
+    from rts.search.report.html import write_report
 
     data = load_run(args.run)
     out = args.out if args.out is not None else args.run / "report"

@@ -23,26 +23,19 @@ from typing import Any
 
 import pandas as pd
 
-from search.analysis import (
-    MIN_BOOTSTRAP,
-    RunData,
-    analyze,
-    combinations,
-    compute_summary,
+from rts.search.analysis.correlate import analyze, surrogate_values
+from rts.search.analysis.paper import (
     enable_chain,
-    fmt,
-    fmt_p,
-    format_analysis,
     heatmap_panels,
     pair_cells,
-    recommendation,
-    surrogate_values,
-    target_attacks,
     task_set_values,
-    text_table,
     trim_panels,
 )
-from tasks.io import atomic_write_bytes, atomic_write_text
+from rts.search.analysis.recommend import recommendation
+from rts.search.analysis.rundata import RunData, combinations, compute_summary, target_attacks
+from rts.search.analysis.stats import MIN_BOOTSTRAP
+from rts.search.report.text import fmt, fmt_p, format_analysis, text_table
+from rts.tasks.io import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +69,7 @@ def attack_title(name: str) -> str:
 
 def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
     """Every figure of the report, drawn from ``run`` and its analysis ``table``."""
-    from search import plots
+    from rts.search.report import plots
 
     items: list[FigureItem] = []
 

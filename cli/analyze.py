@@ -62,8 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Analyse the run, print the table, write ``analysis.csv`` / ``analysis.parquet``."""
-    from search.analysis import analyze, combinations, format_analysis, load_run
-    from tasks.io import atomic_path
+    from rts.search.analysis.correlate import analyze
+    from rts.search.analysis.rundata import combinations, load_run
+    from rts.search.report.text import format_analysis
+    from rts.tasks.io import atomic_path
 
     data = load_run(args.run)
     names = (

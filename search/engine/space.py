@@ -28,12 +28,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from tasks.registry import canonical_tasks
+from rts.tasks.registry import canonical_tasks
 
 if TYPE_CHECKING:  # optuna/ray are imported where they are used
     import optuna
 
-    from search.config import SearchConfig
+    from rts.search.config.schema import SearchConfig
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def scheme_weights(
 
     The fixed schemes come from :func:`models.static_weights`, the one place they are defined.
     """
-    from models import static_weights
+    from rts.models import static_weights
 
     tasks = canonical_tasks(main + aux)
     if scheme == "searched":
@@ -303,7 +303,7 @@ def make_sampler(
             seed=seed, population_size=max(4, min(50, n_trials // 4))
         )
     if name == "grid":
-        from search.search_tune import ExhaustiveGridSampler
+        from rts.search.engine.searcher import ExhaustiveGridSampler
 
         return ExhaustiveGridSampler(space.grid_space(), seed=seed)
     raise ValueError(f"unknown sampler {name!r}; choose from tpe, random, nsga2, grid")
@@ -322,7 +322,7 @@ def make_searcher(
 
     See :class:`search.search_tune.StagedOptunaSearch` for how trial states are reported.
     """
-    from search.search_tune import StagedOptunaSearch
+    from rts.search.engine.searcher import StagedOptunaSearch
 
     single = len(metrics) == 1
     return StagedOptunaSearch(

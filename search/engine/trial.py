@@ -4,7 +4,8 @@ A trial function has the signature ``trial_fn(spec, session) -> None``: it train
 epoch by epoch and calls ``session.report(metrics, write_checkpoint)`` after every epoch. Ray
 stays at the edge (:mod:`search.trainable` builds the session from ``ray.tune``), so trial
 functions run and test without Ray. :func:`run_trial` is the real one (models + attacks);
-:mod:`search.trial_fake` has cheap stand-ins for orchestration tests and overhead benchmarks.
+:func:`load_trial_fn` loads a user's own (``search.trial_fn: module:function``); the tests'
+stand-ins (``tests/search/fake_trial.py``) plug in the same way.
 
 Every trial of a search uses the same seed for data order, initialisation and attack noise, and
 is attacked on the same validation images: common random numbers, so two trials differ by their
@@ -23,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from search.config import AttackConfig, DataConfig, SearchConfig
-from search.space import Candidate
-from tasks.registry import canonical_tasks
+from rts.search.config.schema import AttackConfig, ConfigError, DataConfig, SearchConfig
+from rts.search.engine.space import Candidate
+from rts.tasks.registry import canonical_tasks
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ _DATA_CACHE: dict[tuple, tuple[Any, Any]] = {}
 def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
     """Train and validation sets with the labels of ``spec.data_tasks``, loaded once per
     process (a reused Ray actor runs many trials of the same search)."""
-    from tasks.data import DataSpec, load_data
+    from rts.tasks.data import DataSpec, load_data
 
     tasks = spec.data_tasks or spec.tasks
     key = (spec.data, tasks)
@@ -164,6 +165,26 @@ def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
         data_spec = DataSpec(**dataclasses.asdict(spec.data))  # DataConfig has its fields
         _DATA_CACHE[key] = load_data(data_spec, tasks, workers=spec.threads)
     return _DATA_CACHE[key]
+
+
+def load_trial_fn(name: str) -> TrialFn:
+    """The trial function named ``"module:function"`` (``search.trial_fn``).
+
+    Raises:
+        ConfigError: the module does not import or has no such callable.
+    """
+    import importlib
+
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except ImportError as exc:
+        raise ConfigError(f"search.trial_fn: cannot import {module!r} ({exc})") from None
+    except AttributeError:
+        raise ConfigError(f"search.trial_fn: module {module!r} has no {attr!r}") from None
+    if not callable(fn):
+        raise ConfigError(f"search.trial_fn: {name!r} is not callable")
+    return fn
 
 
 def run_trial(spec: TrialSpec, session: TrialSession) -> None:
@@ -186,7 +207,7 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     """
     import torch
 
-    from models import (
+    from rts.models import (
         DEFAULT_DECODER_WIDTH,
         SCHEDULES,
         WeightingSpec,
@@ -194,7 +215,7 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
         resolve_device,
         train,
     )
-    from models import evaluate as clean_evaluate
+    from rts.models import evaluate as clean_evaluate
 
     torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
@@ -266,8 +287,8 @@ def _clean_metrics(errors: Mapping[str, float], main: str) -> dict[str, float]:
 
 def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
     """Attack ``probe`` with the trial's attack(s); the reported metrics (see :func:`run_trial`)."""
-    from attacks.evaluate import WORST, evaluate_robustness
-    from attacks.metrics import first_order_vulnerability, input_gradients
+    from rts.attacks.evaluate import WORST, evaluate_robustness
+    from rts.attacks.metrics import first_order_vulnerability, input_gradients
 
     a = spec.attack
     attacked = spec.main if a.target == "main" else spec.tasks

@@ -1,6 +1,6 @@
 """The ``rts`` command: ``data``, ``train``, ``attack``, ``search``, ``analyze``, ``report``.
 
-Each subcommand lives in its own module ``search/cli_<name>.py`` with two functions:
+Each subcommand lives in its own module ``cli/<name>.py`` (``rts.cli.<name>``) with two functions:
 ``add_parser(subparsers)`` (declares its arguments and sets ``func``) and ``run(args) -> int``.
 Heavy libraries (torch, ray, optuna) are imported inside ``run`` so ``rts --help`` stays fast.
 
@@ -11,13 +11,14 @@ stderr and exit code 2, with no traceback; ``--debug`` re-raises to show it.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-SUBCOMMANDS = ("data", "train", "attack", "search", "analyze", "report")
+from rts.cli import analyze, attack, data, report, search, train
+
+SUBCOMMANDS = (data, train, attack, search, analyze, report)  # in the order --help lists them
 
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,
@@ -50,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"search.cli_{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"search.cli_{name}":
-                raise
-            continue  # subcommand not built yet
+    for module in SUBCOMMANDS:
         module.add_parser(sub)
     return parser
 

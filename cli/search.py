@@ -16,7 +16,6 @@ machine: the run is downloaded from the URI first).
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from typing import Any
 
@@ -58,22 +57,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="join a Ray cluster: 'auto' or 'ray://host:10001' (default: start Ray locally)",
     )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
-    p.add_argument("--trial-fn", default=None, help=argparse.SUPPRESS)  # tests: module:factory
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     """Validate the config, then print the plan (``--dry-run``) or run the search."""
-    from search.config import load_config, resolve
-    from search.run import (
-        SearchInterrupted,
-        check_ray_args,
-        format_plan,
-        plan_search,
-        run_dir,
-        run_search,
-    )
+    from rts.search.config.convert import load_config, resolve
+    from rts.search.engine.paths import run_dir
+    from rts.search.engine.plan import format_plan, plan_search
+    from rts.search.engine.stages import SearchInterrupted, check_ray_args
+    from rts.search.results.pipeline import run_search
 
     cfg = resolve(load_config(args.config, args.overrides))
     check_ray_args(args.address, args.num_cpus)
@@ -82,7 +76,6 @@ def run(args: argparse.Namespace) -> int:
         print(format_plan(cfg, plan_search(cfg)))
         print(f"results would go to {paths.display}")
         return 0
-    trial_fn = _load_trial_fn(args.trial_fn) if args.trial_fn else None
     import optuna
 
     if not getattr(args, "verbose", 0):
@@ -93,13 +86,12 @@ def run(args: argparse.Namespace) -> int:
             storage=args.storage,
             address=args.address,
             num_cpus=args.num_cpus,
-            trial_fn=trial_fn,
             echo=_echo,
         )
     except SearchInterrupted as exc:
         print(f"rts: interrupted: {exc}", file=sys.stderr)
         return 130
-    from search.results import format_summary
+    from rts.search.results.summary import format_summary
 
     print()
     print(format_summary(outcome.summary, outcome.paths.display))
@@ -118,11 +110,3 @@ def run(args: argparse.Namespace) -> int:
 
 def _echo(line: str) -> None:
     print(line, flush=True)
-
-
-def _load_trial_fn(spec: str) -> Any:
-    """``module:factory`` → ``factory()`` (a trial function; used by tests)."""
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise ValueError(f"--trial-fn must be module:factory, got {spec!r}")
-    return getattr(importlib.import_module(module), name)()

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from search.cli_attack import parse_weights
-from tasks.registry import parse_tasks
+from rts.cli.attack import parse_weights
+from rts.tasks.registry import parse_tasks
 
 WEIGHTING_SCHEMES = ("uniform", "manual", "optimal", "mtrobust", "gradnorm", "uncertainty")
 SCHEDULE_NAMES = ("code", "supplement")
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
 
-    from models import (
+    from rts.models import (
         SCHEDULES,
         WeightingSpec,
         build_model,
@@ -255,8 +255,8 @@ def run(args: argparse.Namespace) -> int:
         resolve_device,
         train,
     )
-    from tasks.data import DataSpec, load_data
-    from tasks.io import atomic_write_text
+    from rts.tasks.data import DataSpec, load_data
+    from rts.tasks.io import atomic_write_text
 
     if opts["threads"] is not None:
         torch.set_num_threads(opts["threads"])

@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
-from search.analysis import FINISHED, fmt, pareto_front, trim_panels
+from rts.search.analysis.paper import trim_panels
+from rts.search.analysis.rundata import FINISHED
+from rts.search.report.text import fmt
+from rts.search.results.pareto import pareto_front
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.space import Candidate
-from search.trial import TrialSession, TrialSpec
+from rts.search.engine.space import Candidate
+from rts.search.engine.trial import TrialSession, TrialSpec
 
 MARGINAL = {
     "s": -0.20,
@@ -172,6 +172,11 @@ def _state_writer(epoch: int):
     return write
 
 
-def from_env() -> FakeTrial:
-    """A :class:`FakeTrial` configured by the JSON object in ``$RTS_FAKE_TRIAL`` (tests)."""
-    return FakeTrial(**json.loads(os.environ.get("RTS_FAKE_TRIAL", "{}")))
+ENV_TRIAL = "tests.search.fake_trial:env_trial"
+"""``search.trial_fn`` value of :func:`env_trial`, for tests that run ``rts search`` itself."""
+
+
+def env_trial(spec: TrialSpec, session: TrialSession) -> None:
+    """A :class:`FakeTrial` configured by the JSON object in ``$RTS_FAKE_TRIAL`` (read in the
+    trial's process: Ray workers inherit the driver's environment)."""
+    FakeTrial(**json.loads(os.environ.get("RTS_FAKE_TRIAL", "{}")))(spec, session)

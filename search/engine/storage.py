@@ -39,7 +39,7 @@ from urllib.parse import urlsplit
 
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
-from tasks.io import atomic_path, atomic_write_bytes, atomic_write_text
+from rts.tasks.io import atomic_path, atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from search.config import SearchConfig
-from search.space import decode
-from search.trial import TrialDiverged, TrialFn, TrialSession, WriteCheckpoint, build_spec
+from rts.search.config.schema import SearchConfig
+from rts.search.engine.space import decode
+from rts.search.engine.trial import (
+    TrialDiverged,
+    TrialFn,
+    TrialSession,
+    WriteCheckpoint,
+    build_spec,
+)
 
 CHECKED_METRICS = ("train_loss", "clean_error", "vuln")
 """Metrics that must be finite: a NaN or inf in one of them fails the trial as diverged."""

@@ -122,8 +122,8 @@ def parse_weights(text: str | None) -> dict[str, float] | None:
 
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the cheap arguments before loading anything; the parsed values."""
-    from attacks.projection import COMPAT_NORMS, NORMS
-    from attacks.registry import get_attack, parse_attacks, parse_eps
+    from rts.attacks.projection import COMPAT_NORMS, NORMS
+    from rts.attacks.registry import get_attack, parse_attacks, parse_eps
 
     attacks = parse_attacks(args.attack)
     eps = parse_eps(args.eps)
@@ -177,10 +177,10 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from attacks.evaluate import evaluate_robustness, parse_task_sets
-    from models import load_checkpoint, resolve_device
-    from tasks.data import DataSpec, load_data
-    from tasks.io import atomic_path, atomic_write_text
+    from rts.attacks.evaluate import evaluate_robustness, parse_task_sets
+    from rts.models import load_checkpoint, resolve_device
+    from rts.tasks.data import DataSpec, load_data
+    from rts.tasks.io import atomic_path, atomic_write_text
 
     device = resolve_device(args.device)
     model, meta = load_checkpoint(ckpt, map_location=device)

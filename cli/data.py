@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synth(out: Path, n: int, size: int, seed: int) -> int:
-    from tasks.synthetic import write_dataset  # validates n, size, seed before writing anything
+    from rts.tasks.synthetic import write_dataset  # validates n, size, seed before writing anything
 
     path = write_dataset(out, n, size, seed, progress=_interactive())
     print(f"wrote {n} synthetic views at {size}x{size} px (seed {seed}) to {path}")
@@ -99,12 +99,12 @@ def _synth(out: Path, n: int, size: int, seed: int) -> int:
 
 
 def _check(root: Path, tasks: str | None, convention: str) -> int:
-    from tasks.registry import parse_tasks
+    from rts.tasks.registry import parse_tasks
 
     keys = parse_tasks(tasks) if tasks is not None else None  # before the heavy imports
 
-    from tasks.encoding import check_convention
-    from tasks.taskonomy import check_folder, format_report
+    from rts.tasks.encoding import check_convention
+    from rts.tasks.taskonomy import check_folder, format_report
 
     check_convention(convention)
     report = check_folder(root, keys, convention, progress=_interactive())
@@ -121,8 +121,8 @@ def _check(root: Path, tasks: str | None, convention: str) -> int:
 
 def _available_tasks(root: Path, convention: str) -> str:
     """Tasks whose domain folders (and validity-mask source) exist in ``root``."""
-    from tasks.encoding import MASK_DOMAIN, domain_aliases, required_domains
-    from tasks.registry import TASK_KEYS
+    from rts.tasks.encoding import MASK_DOMAIN, domain_aliases, required_domains
+    from rts.tasks.registry import TASK_KEYS
 
     has_mask = (root / MASK_DOMAIN).is_dir()
 
@@ -142,10 +142,10 @@ def _available_tasks(root: Path, convention: str) -> str:
 def _show(
     root: Path, index: int, out: Path, size: int | None, tasks: str | None, convention: str
 ) -> int:
-    from tasks.data import MAX_SIZE, MIN_SIZE
-    from tasks.encoding import check_convention, expand
-    from tasks.registry import canonical_tasks
-    from tasks.taskonomy import load_record, scan_folder
+    from rts.tasks.data import MAX_SIZE, MIN_SIZE
+    from rts.tasks.encoding import check_convention, expand
+    from rts.tasks.registry import canonical_tasks
+    from rts.tasks.taskonomy import load_record, scan_folder
 
     check_convention(convention)
     if size is not None and not MIN_SIZE <= size <= MAX_SIZE:
@@ -173,7 +173,7 @@ def _show(
 def _save_figure(fig, out: Path, fmt: str) -> None:
     import matplotlib.pyplot as plt
 
-    from tasks.io import atomic_path
+    from rts.tasks.io import atomic_path
 
     try:
         with atomic_path(out) as tmp:
@@ -197,7 +197,7 @@ def draw_sample(x, y: dict, convention: str, title: str = ""):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from tasks.registry import SEG_CLASSES, SEG_IGNORE, get_task
+    from rts.tasks.registry import SEG_CLASSES, SEG_IGNORE, get_task
 
     panels = 1 + len(y)
     cols = min(4, panels)

@@ -1,0 +1,226 @@
+"""The paper's tables from a run: task-pair heatmaps, task-enabling chains, task-set values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rts.search.analysis.correlate import surrogate_values
+from rts.search.analysis.rundata import FINISHED, TARGET_ATTACKS, RunData, combinations
+from rts.search.analysis.surrogates import get_surrogate
+from rts.tasks.registry import TASK_KEYS, canonical_tasks, parse_tasks
+
+MODES: tuple[str, ...] = ("single", "multi")
+
+
+WEIGHTINGS: tuple[str, ...] = ("baseline", "weighted")
+
+
+def pair_cells(run: RunData, *, stage: int = 2) -> pd.DataFrame:
+    """Long table of the Table 1/2 cells from rts.models with one or two tasks.
+
+    For a model with tasks ``{m, a}`` and each of its tasks ``m`` as the evaluated main task:
+    ``mode="single"`` is the attack on ``m`` alone, ``"multi"`` the attack on both; a single-task
+    model ``{m}`` gives the diagonal cell ``(m, m)`` of both modes. Models with uniform weights
+    are the baseline, others weighted. Columns: ``attack``, ``mode``, ``weighting``, ``main``,
+    ``aux``, ``encoder``, ``value`` (mean over repeats of a combination, then the minimum over
+    weightings of the same pair: the best weights found), ``combo``.
+    """
+    t = run.trials
+    t = t[(t["stage"] == stage) & (t["status"] == FINISHED) & (t["tasks"].str.len() <= 2)]
+    a = run.attacks.merge(t[["trial_id", "tasks", "combo", "encoder", "weights"]], on="trial_id")
+    if a.empty:
+        return pd.DataFrame(
+            columns=["attack", "mode", "weighting", "main", "aux", "encoder", "value", "combo"]
+        )
+    a = a[[tk in ts for tk, ts in zip(a["task"], a["tasks"], strict=True)]]
+    single = a["attacked"] == a["task"]
+    multi = a["attacked"] == a["tasks"]
+    rows = []
+    for mode, mask in (("single", single), ("multi", multi)):
+        m = a[mask].copy()
+        if m.empty:
+            continue
+        m["mode"] = mode
+        m["main"] = m["task"]
+        m["aux"] = [ts.replace(k, "") or k for k, ts in zip(m["task"], m["tasks"], strict=True)]
+        m["weighting"] = np.where(m["weights"] == "uniform", "baseline", "weighted")
+        rows.append(m)
+    cells = pd.concat(rows, ignore_index=True)
+    per_combo = (
+        cells.groupby(["attack", "mode", "weighting", "main", "aux", "encoder", "combo"])[
+            "rel_vuln"
+        ]
+        .mean()
+        .reset_index()
+    )
+    idx = per_combo.groupby(["attack", "mode", "weighting", "main", "aux", "encoder"])[
+        "rel_vuln"
+    ].idxmin()
+    return per_combo.loc[idx].rename(columns={"rel_vuln": "value"}).reset_index(drop=True)
+
+
+def heatmap_table(
+    cells: pd.DataFrame,
+    *,
+    attack: str,
+    mode: str,
+    weighting: str = "baseline",
+    encoder: str | None = None,
+) -> pd.DataFrame:
+    """A Table-1/2-style matrix: rows = main (attacked, evaluated) task, columns = auxiliary task.
+
+    ``cells`` comes from :func:`pair_cells`; rows and columns are the tasks present, in registry
+    order; missing cells are NaN. ``encoder=None`` needs the cells to come from one encoder.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got mode={mode!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(
+            f"weighting must be one of {', '.join(WEIGHTINGS)}, got weighting={weighting!r}"
+        )
+    c = cells
+    if encoder is not None:
+        c = c[c["encoder"] == encoder]
+    elif c["encoder"].nunique() > 1:
+        raise ValueError(
+            f"cells come from several encoders ({', '.join(sorted(c['encoder'].unique()))}); "
+            "pass encoder="
+        )
+    keys = [k for k in TASK_KEYS if k in set(cells["main"]) | set(cells["aux"])]
+    sel = c[(c["attack"] == attack) & (c["mode"] == mode) & (c["weighting"] == weighting)]
+    table = pd.DataFrame(
+        math.nan, index=pd.Index(keys, name="main"), columns=pd.Index(keys, name="aux")
+    )
+    for _, r in sel.iterrows():
+        table.loc[r["main"], r["aux"]] = r["value"]
+    return table
+
+
+def heatmap_panels(cells: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every non-empty (encoder, attack, mode, weighting) heatmap, in a stable reading order.
+
+    A panel is listed only when it has an off-diagonal cell (a model with an auxiliary task):
+    the diagonal (single-task models) is the reference the pairs are read against, and there
+    the multi-task attack is the single-task attack.
+    """
+    panels = []
+    order = {a: i for i, a in enumerate(TARGET_ATTACKS)}
+    attacks = sorted(set(cells["attack"]), key=lambda a: (order.get(a, len(order)), a))
+    for enc in sorted(set(cells["encoder"])):
+        for attack in attacks:
+            for weighting in WEIGHTINGS:
+                for mode in MODES:
+                    table = heatmap_table(
+                        cells, attack=attack, mode=mode, weighting=weighting, encoder=enc
+                    )
+                    values = table.to_numpy(dtype=float, copy=True)
+                    np.fill_diagonal(values, np.nan)  # single-task models alone say nothing
+                    if np.isfinite(values).any():
+                        panels.append(
+                            {
+                                "encoder": enc,
+                                "attack": attack,
+                                "mode": mode,
+                                "weighting": weighting,
+                                "table": table,
+                            }
+                        )
+    return panels
+
+
+def trim_panels(panels: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The panels with the rows and columns that are empty in *every* panel dropped.
+
+    A search has one main task, so most rows of a main × auxiliary matrix are empty; they are
+    dropped together so the panels of one figure keep the same shape.
+    """
+    if not panels:
+        return []
+    first = panels[0]["table"]
+    rows = [r for r in first.index if any(p["table"].loc[r].notna().any() for p in panels)]
+    cols = [c for c in first.columns if any(p["table"][c].notna().any() for p in panels)]
+    return [{**p, "table": p["table"].loc[rows, cols]} for p in panels]
+
+
+def task_set_values(run: RunData, main: str, *, source: str = "target") -> dict[str, float]:
+    """Best (lowest) value per task set containing ``main``, over weightings: ``{tasks: v}``.
+
+    ``source="target"``: the stage-2 target; ``"surrogate"``: the surrogate stage's final
+    main-task vulnerability (``surrogate_vuln``), which an exhaustive search has for every subset.
+    """
+    if source not in ("target", "surrogate"):
+        raise ValueError(f"source must be 'target' or 'surrogate', got source={source!r}")
+    combos = combinations(run)
+    if combos.empty:
+        return {}
+    combos = combos[combos["main"] == main].set_index("combo")
+    if source == "target":
+        values = combos["target"]
+    else:
+        sv, _, _ = surrogate_values(run, [get_surrogate("surrogate_vuln")])
+        values = sv["surrogate_vuln"].reindex(combos.index)
+    c = pd.DataFrame({"tasks": combos["tasks"], "v": values}).dropna()
+    return {k: float(v) for k, v in c.groupby("tasks")["v"].min().items()}
+
+
+def enable_chain(
+    values: Mapping[str, float], main: str, full: str, *, order: str = "least"
+) -> pd.DataFrame:
+    """Figure-1-style chain: vulnerability as the tasks of ``full`` are enabled one by one.
+
+    Starts at ``main`` alone and adds one task of ``full`` (with or without the main task) per
+    step, among those whose enlarged
+    set has a value in ``values`` (keyed by canonical task sets): ``order="least"`` adds the task
+    giving the lowest next value (the most robust path), ``"most"`` the highest, ``"given"`` the
+    next task in the order written in ``full``. Stops when no next set has a value.
+
+    Returns:
+        Columns ``step`` (0 = main alone), ``tasks``, ``added`` (``""`` at step 0), ``value``,
+        ``marginal`` (Definition 3: value minus the previous step's; NaN at step 0).
+    """
+    if order not in ("least", "most", "given"):
+        raise ValueError(f"order must be 'least', 'most' or 'given', got order={order!r}")
+    vals = {canonical_tasks(k): float(v) for k, v in values.items()}
+    main = canonical_tasks(main)
+    if len(main) != 1:
+        raise ValueError(f"main must be one task key, got {main!r}")
+    parse_tasks(full)  # validates the keys, keeps the written order
+    current = main
+    rows = [
+        {
+            "step": 0,
+            "tasks": current,
+            "added": "",
+            "value": vals.get(current, math.nan),
+            "marginal": math.nan,
+        }
+    ]
+    remaining = [k for k in full if k not in current]
+    while remaining:
+        options = [(k, canonical_tasks(current + k)) for k in remaining]
+        options = [(k, s) for k, s in options if s in vals and not math.isnan(vals[s])]
+        if not options:
+            break
+        if order == "given":
+            k, nxt = options[0]
+        else:
+            pick = min if order == "least" else max
+            k, nxt = pick(options, key=lambda o: (vals[o[1]], o[0]))
+        prev = rows[-1]["value"]
+        rows.append(
+            {
+                "step": len(rows),
+                "tasks": nxt,
+                "added": k,
+                "value": vals[nxt],
+                "marginal": vals[nxt] - prev,
+            }
+        )
+        current = nxt
+        remaining.remove(k)
+    return pd.DataFrame(rows)

@@ -1,0 +1,73 @@
+"""The answer first: the most robust combination of a run and how it compares."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from rts.search.analysis.correlate import surrogate_values
+from rts.search.analysis.rundata import RunData, combinations
+
+
+def recommendation(run: RunData, table: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The answer first: the most robust combination found and how it compares.
+
+    Returns a dict with ``status`` (``"target"``: chosen by the target; ``"surrogate"``: no
+    target, chosen by the best-ranked surrogate; ``"empty"``), ``combo``, ``tasks``, ``main``,
+    ``weights``, ``encoder``, ``target``, ``clean_error``, ``baseline`` (the main task alone with
+    the same encoder, NaN if not run), ``change`` (relative change vs the baseline), ``n``
+    (combinations with a target), and ``surrogate`` (the analysis row of the surrogate with the
+    lowest regret, then highest Spearman, then most compute saved; ``None`` without analysis).
+    """
+    combos = combinations(run)
+    out: dict[str, Any] = {"status": "empty", "n": 0, "surrogate": None}
+    if combos.empty:
+        return out
+    scored = combos.dropna(subset=["target"])
+    out["n"] = len(scored)
+    if table is not None and len(table):
+        ranked = table.dropna(subset=["regret"])
+        if len(ranked):
+            ranked = ranked.assign(
+                _rho=ranked["spearman_rho"].fillna(-2), _saved=ranked["compute_saved"].fillna(-1e9)
+            )
+            best = ranked.sort_values(
+                ["regret", "_rho", "_saved"], ascending=[True, False, False], kind="stable"
+            ).iloc[0]
+            out["surrogate"] = best.drop(labels=["_rho", "_saved"]).to_dict()
+    if scored.empty:
+        values, _, _ = surrogate_values(run)
+        for sur in ("surrogate_vuln", "clean_error"):
+            if sur in values and values[sur].notna().any():
+                combo = values[sur].idxmin()
+                row = combos.set_index("combo").loc[combo]
+                out.update(
+                    status="surrogate",
+                    combo=combo,
+                    by=sur,
+                    value=float(values[sur][combo]),
+                    **{k: row[k] for k in ("tasks", "main", "weights", "encoder")},
+                )
+                break
+        return out
+    best = scored.sort_values(["target", "clean_error", "combo"]).iloc[0]
+    single = scored[(scored["tasks"] == best["main"]) & (scored["encoder"] == best["encoder"])]
+    baseline = float(single["target"].min()) if len(single) else math.nan
+    out.update(
+        status="target",
+        combo=best["combo"],
+        tasks=best["tasks"],
+        main=best["main"],
+        weights=best["weights"],
+        encoder=best["encoder"],
+        target=float(best["target"]),
+        target_attack=best["target_attack"],
+        clean_error=float(best["clean_error"]),
+        baseline=baseline,
+        change=(float(best["target"]) - baseline) / baseline
+        if baseline and not math.isnan(baseline)
+        else math.nan,
+    )
+    return out

@@ -1,0 +1,273 @@
+"""YAML → validated frozen dataclasses, ``key=value`` overrides, and back.
+
+A config is read with ``yaml.safe_load``, overrides such as ``search.n_trials=64`` or
+``attack.eps=4/255`` are applied to the raw mapping, and one converter turns it into the
+dataclass. Every unknown key and every bad value raises :class:`ConfigError` (a ``ValueError``)
+naming the path of the value, the value and what is allowed, e.g. ``search.encoders[1]: unknown
+encoder 'resnet19'; choose from resnet18, ...``. The resolved config (defaults filled in, fractions
+evaluated) is written next to the results and reads back to the same object, which is how a
+rerun of the same command is recognised as a resume. ``rts train`` uses the same converter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+import types
+import typing
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rts.search.config.schema import RESULT_NEUTRAL_SECTIONS, ConfigError, SearchConfig, space_size
+from rts.search.config.validate import validate
+
+
+def load_config(
+    path: str | Path | None = None, overrides: Sequence[str] = (), *, check: bool = True
+) -> SearchConfig:
+    """Read a YAML config, apply ``key=value`` overrides, convert and validate it.
+
+    Args:
+        path: YAML file; ``None`` starts from the defaults.
+        overrides: ``section.key=value`` strings; values are parsed as YAML
+            (``search.encoders=[resnet18,resnet50]``); ``a.b[1]=x`` sets one list item.
+        check: also run the semantic checks of :func:`validate` (registries, ranges).
+
+    Raises:
+        ConfigError: unknown key, bad type or bad value, naming its path.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    raw: Any = {}
+    if path is not None:
+        text = Path(path).read_text(encoding="utf-8")
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{path}: not valid YAML ({first})") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config is a mapping of sections, got {_kind(raw)}")
+    raw = apply_overrides(raw, overrides)
+    cfg = from_dict(raw)
+    if check:
+        validate(cfg)
+    return cfg
+
+
+_OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)=(.*)$")
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``raw`` with every ``path=value`` override applied (``value`` parsed as YAML)."""
+    out = _deepcopy(raw)
+    for item in overrides:
+        m = _OVERRIDE.match(item)
+        if not m:
+            raise ConfigError(
+                f"bad override {item!r}; write key=value with a dotted key, e.g. search.n_trials=64"
+            )
+        key, text = m.groups()
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        parts = re.findall(r"[A-Za-z_][A-Za-z0-9_]*|\[\d+\]", key)
+        node: Any = out
+        where = ""
+        for part, nxt in itertools.pairwise([*parts, None]):
+            index = int(part[1:-1]) if part.startswith("[") else None
+            here = f"{where}{part}" if index is not None or not where else f"{where}.{part}"
+            if nxt is None:
+                _set(node, part if index is None else index, value, here)
+            else:
+                node = _child(node, part if index is None else index, nxt.startswith("["), here)
+            where = here
+    return out
+
+
+def _child(node: Any, key: str | int, want_list: bool, where: str) -> Any:
+    """The container at ``node[key]``, created (as a dict or list) when missing."""
+    if isinstance(key, int):
+        if not isinstance(node, list) or key >= len(node):
+            raise ConfigError(f"{where}: no such list item")
+        return node[key]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{where}: cannot set a key inside a {_kind(node)}")
+    if node.get(key) is None:
+        node[key] = [] if want_list else {}
+    return node[key]
+
+
+def _set(node: Any, key: str | int, value: Any, where: str) -> None:
+    if isinstance(key, int):
+        if not isinstance(node, list) or key >= len(node):
+            raise ConfigError(f"{where}: no such list item")
+        node[key] = value
+    elif isinstance(node, dict):
+        node[key] = value
+    else:
+        raise ConfigError(f"{where}: cannot set a key inside a {_kind(node)}")
+
+
+def from_dict(raw: Mapping[str, Any]) -> SearchConfig:
+    """Convert a raw mapping (parsed YAML) into a :class:`SearchConfig`; types only, no registry
+    checks. Unknown keys and wrong types raise :class:`ConfigError` with the value's path."""
+    return _convert_dataclass(SearchConfig, raw, "")
+
+
+def to_dict(cfg: SearchConfig) -> dict[str, Any]:
+    """The config as plain YAML-safe data (tuples become lists); :func:`from_dict` inverts it."""
+    return _plain(dataclasses.asdict(cfg))
+
+
+def dump_config(cfg: SearchConfig) -> str:
+    """The resolved config as YAML text (what ``config.yaml`` next to the results holds)."""
+    return yaml.safe_dump(to_dict(resolve(cfg)), sort_keys=False)
+
+
+def resolve(cfg: SearchConfig) -> SearchConfig:
+    """``cfg`` with the derived defaults written out (pool, max_aux, sampler, n_trials)."""
+    space = cfg.search
+    n_trials = space.n_trials
+    if n_trials is None:
+        n_trials = space_size(cfg)
+    return dataclasses.replace(
+        cfg,
+        search=dataclasses.replace(
+            space,
+            pool=cfg.pool,
+            max_aux=cfg.max_aux,
+            sampler=cfg.sampler,
+            n_trials=n_trials,
+            trial_seed=cfg.trial_seed,
+        ),
+    )
+
+
+def diff_configs(a: SearchConfig, b: SearchConfig) -> list[str]:
+    """Paths whose values differ between two configs, ignoring :data:`RESULT_NEUTRAL_SECTIONS`,
+    as ``"path: old -> new"`` strings."""
+    flat_a = _flatten(to_dict(resolve(a)))
+    flat_b = _flatten(to_dict(resolve(b)))
+    out = []
+    for key in sorted(set(flat_a) | set(flat_b)):
+        if key.split(".")[0] in RESULT_NEUTRAL_SECTIONS:
+            continue
+        if flat_a.get(key) != flat_b.get(key):
+            out.append(f"{key}: {flat_a.get(key)!r} -> {flat_b.get(key)!r}")
+    return out
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _convert_dataclass(cls: type, raw: Any, path: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping of keys, got {_kind(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key; choose from {', '.join(fields)}")
+        kwargs[key] = _convert(value, hints[key], where)
+    return cls(**kwargs)
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    """Convert one YAML value to the annotated type ``tp``, or raise naming ``path``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _convert_dataclass(tp, {} if value is None else value, path)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(value, inner[0], path)
+    if origin is Literal:
+        if value not in args:
+            choices = ", ".join(str(a) for a in args)
+            raise ConfigError(f"{path}: unknown value {value!r}; choose from {choices}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            value = [value]  # a single item where a list is expected
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {_kind(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected a list of {len(args)} values, got {len(value)}")
+        return tuple(
+            _convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        return _float(value, path)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r} at {path}")  # a bug in the schema
+
+
+def _float(value: Any, path: str) -> float:
+    """A float from a number or a fraction string such as ``"8/255"``."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(?:/\s*([0-9.eE+-]+)\s*)?", value)
+        if m:
+            try:
+                num = float(m.group(1))
+                den = float(m.group(2)) if m.group(2) else 1.0
+                if den != 0:
+                    return num / den
+            except ValueError:
+                pass
+    raise ConfigError(f"{path}: expected a number or a fraction such as 8/255, got {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _deepcopy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deepcopy(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_deepcopy(v) for v in value]
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string"}.get(type(value), f"{value!r}")

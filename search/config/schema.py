@@ -1,0 +1,295 @@
+"""The search configuration's schema: frozen dataclasses, one per YAML section.
+
+Closed sets are ``Literal`` types; names that live in a registry (encoders, attacks, tasks) are
+checked by :mod:`rts.search.config.validate` against the registry itself.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from rts.tasks.registry import TASK_KEYS, canonical_tasks
+
+Sampler = Literal["tpe", "random", "nsga2", "grid"]
+
+
+Objective = Literal["vulnerability", "pareto"]
+
+
+Stage1Metric = Literal["vuln", "clean_error", "grad_bound", "grad_bound_all"]
+
+
+Scheme = Literal["uniform", "mtrobust", "optimal", "searched"]
+
+
+Norm = Literal["linf", "l2"]
+
+
+WEIGHT_SCHEMES: tuple[str, ...] = typing.get_args(Scheme)
+
+
+SAME_ENCODER = "same"
+"""``stage1.encoder`` value meaning "train the trial's own (searched) encoder in stage 1"."""
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message starts with the value's path (``search.encoders[1]``)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data every trial trains and is attacked on (``tasks.data.DataSpec``).
+
+    Attributes:
+        source: ``"synthetic"`` (rendered in memory, deterministically, on every node) or the
+            path of a Taskonomy folder reachable at the same path on every node.
+        size: image side in pixels.
+        n: number of images (synthetic) or the cap on images read (folder).
+        seed: seed of the synthetic scenes.
+        convention: label normalisation, ``"mtrobust"`` or ``"taskgrouping"``.
+        val_fraction: fraction of buildings held out for evaluation and attacks.
+    """
+
+    source: str = "synthetic"
+    size: int = 64
+    n: int = 256
+    seed: int = 0
+    convention: Literal["mtrobust", "taskgrouping"] = "mtrobust"
+    val_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """What is searched, and how (the ``search:`` section).
+
+    Attributes:
+        main: the main task whose robustness is optimised.
+        pool: candidate auxiliary tasks (task keys); ``None`` = every other task.
+        min_aux: fewest auxiliary tasks in a candidate (0 allows the single-task model).
+        max_aux: most auxiliary tasks in a candidate; ``None`` = the pool size.
+        encoders: target encoder(s) of stage 2; several make the encoder a searched choice.
+        objective: ``"vulnerability"`` (minimise the main task's relative vulnerability) or
+            ``"pareto"`` (also minimise its clean error: a Pareto front, NSGA-II by default).
+        sampler: Optuna sampler: ``tpe``, ``random``, ``nsga2`` or ``grid`` (the exhaustive
+            mode: every configuration of the space once).
+        n_trials: stage-1 trials; ``None`` = the size of the space (required finite: grid).
+        seed: seed of the sampler; also of the trials unless ``trial_seed`` is set.
+        trial_seed: seed of data order, model initialisation and attack noise in every trial
+            (the same in every trial, so trials differ by their configuration only); ``None`` =
+            ``seed``. Set it to vary the sampler while keeping the trials' random numbers (or
+            the reverse: the same proposals retrained with other seeds).
+        trial_fn: ``"module:function"``: your own trial function, used instead of the built-in
+            training and attacks (a plug-in point: another model family, your training code, a
+            simulator). It is called as ``function(spec, session)`` in every trial
+            (:mod:`rts.search.engine.trial` documents the contract); ``None`` = the built-in one.
+    """
+
+    main: str = "d"
+    pool: str | None = None
+    min_aux: int = 0
+    max_aux: int | None = None
+    encoders: tuple[str, ...] = ("resnet50",)
+    objective: Objective = "vulnerability"
+    sampler: Sampler | None = None
+    n_trials: int | None = 16
+    seed: int = 0
+    trial_seed: int | None = None
+    trial_fn: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightingConfig:
+    """How the task losses are weighted (the ``weighting:`` section).
+
+    Attributes:
+        schemes: one or several of ``uniform`` (every task 1/M, the paper's baseline),
+            ``mtrobust`` (main 1, the auxiliaries share ``aux_lambda`` equally, Mao et al.),
+            ``optimal`` (main 1, the paper's weights of supplement App. B; auxiliaries s, d, n,
+            D, E only) and ``searched`` (main 1, each auxiliary a searched weight in
+            ``weight_range``). Several schemes make the scheme a searched choice.
+        aux_lambda: total auxiliary weight of the ``mtrobust`` scheme.
+        weight_range: ``[low, high]`` of a searched auxiliary weight (log-uniform), relative to
+            the main task's weight of 1.
+    """
+
+    schemes: tuple[Scheme, ...] = ("uniform",)
+    aux_lambda: float = 0.1
+    weight_range: tuple[float, float] = (0.01, 1.0)
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    """Stage 1, the surrogate: cheap models trained a few epochs, pruned by ASHA.
+
+    Attributes:
+        encoder: surrogate encoder, or ``"same"`` to train the trial's own encoder (needed when
+            several encoders are searched: a fixed surrogate cannot rank encoders).
+        epochs: epochs of a trial that is not pruned (ASHA's ``max_t``); 0 = a zero-training
+            screen: every trial is only evaluated at initialisation (``scheduler: fifo``; useful
+            with ``metric: grad_bound_all``, the one metric that differs between task subsets
+            before training).
+        decoder_width: decoder width of the surrogate model; ``None`` = the model default.
+        batch_size: training batch size.
+        lr: learning rate.
+        scheduler: ``asha`` (prune on the primary metric) or ``fifo`` (no pruning).
+        grace_period: epochs every trial gets before ASHA may stop it.
+        reduction_factor: ASHA keeps about 1/reduction_factor of the trials at each rung.
+        metric: what ranks stage-1 trials (lower is better), for ASHA's pruning, the sampler's
+            objective and the choice of stage-2 candidates: ``vuln`` (the main task's relative
+            vulnerability to the cheap attack), ``clean_error`` (its clean error),
+            ``grad_bound`` (first-order bound of the attacked tasks' loss, no attack) or
+            ``grad_bound_all`` (the same for the whole weighted training loss).
+    """
+
+    encoder: str = "resnet18"
+    epochs: int = 3
+    decoder_width: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    scheduler: Literal["asha", "fifo"] = "asha"
+    grace_period: int = 1
+    reduction_factor: int = 2
+    metric: Stage1Metric = "vuln"
+
+
+@dataclass(frozen=True)
+class Stage2Config:
+    """Stage 2, the target: the best stage-1 candidates trained in full and strongly attacked.
+
+    Attributes:
+        top_k: distinct stage-1 configurations carried over (not counting the single-task
+            model).
+        epochs: full training epochs.
+        decoder_width: decoder width of the target model; ``None`` = the model default.
+        batch_size: training batch size.
+        lr: learning rate.
+        uniform_twins: also train a uniform-weight twin of every non-uniform candidate, so the
+            summary can say what the weights bought.
+        baseline: also train the single-task model (of every encoder among the candidates), so
+            the summary can say what the auxiliary tasks bought; ``false`` saves a full training
+            when only the ranking matters.
+    """
+
+    top_k: int = 3
+    epochs: int = 10
+    decoder_width: int | None = None
+    batch_size: int = 32
+    lr: float = 1e-3
+    uniform_twins: bool = True
+    baseline: bool = True
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """The attacks (the ``attack:`` section); ``eps`` accepts fractions such as ``8/255``.
+
+    Attributes:
+        eps: perturbation budget in pixel units ([0, 1] images).
+        norm: ``linf`` or ``l2``.
+        step_size: step size; ``None`` = the attack's default (eps/4 for PGD).
+        target: attacked tasks: ``main`` (a single-task attack on the main task, the paper's
+            default) or ``all`` (a multi-task attack on every task of the model).
+        images: validation images attacked per evaluation (the same ones in every trial).
+        cheap: stage-1 attack, run after every epoch.
+        cheap_steps: its steps.
+        ensemble: stage-2 attacks.
+        steps: steps of each stage-2 attack.
+        aggregate: ``worst`` (per image, the strongest attack of the ensemble) or ``mean``.
+    """
+
+    eps: float = 8 / 255
+    norm: Norm = "linf"
+    step_size: float | None = None
+    target: Literal["main", "all"] = "main"
+    images: int = 64
+    cheap: str = "pgd"
+    cheap_steps: int = 3
+    ensemble: tuple[str, ...] = ("pgd", "apgd", "wgd")
+    steps: int = 25
+    aggregate: Literal["worst", "mean"] = "worst"
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Resources of one trial and failure handling (the ``resources:`` section).
+
+    Attributes:
+        cpus_per_trial: CPUs reserved per trial (also torch's thread count in the trial).
+        gpus_per_trial: GPUs per trial, fractional allowed (0.5 = two trials share a GPU).
+        max_concurrent: most trials at once; ``None`` = as many as the resources allow.
+        max_failures: retries of a failed trial (0: a failure is recorded, the search goes on).
+        device: ``auto`` (a GPU when the trial has one), ``cpu`` or ``cuda[:i]``.
+    """
+
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    max_failures: int = 0
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A whole search: ``rts search CONFIG`` reads one of these.
+
+    Attributes:
+        name: run name; results go to ``<storage>/<name>/`` (``runs/<name>/`` by default).
+    """
+
+    name: str = "search"
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SpaceConfig = field(default_factory=SpaceConfig)
+    weighting: WeightingConfig = field(default_factory=WeightingConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    @property
+    def trial_seed(self) -> int:
+        """The seed of every trial: ``search.trial_seed``, else ``search.seed``."""
+        s = self.search
+        return s.seed if s.trial_seed is None else s.trial_seed
+
+    @property
+    def pool(self) -> str:
+        """The auxiliary pool, resolved (registry order)."""
+        return resolved_pool(self.search)
+
+    @property
+    def sampler(self) -> str:
+        """The sampler, resolved (``nsga2`` for the Pareto objective, else ``tpe``)."""
+        if self.search.sampler is not None:
+            return self.search.sampler
+        return "nsga2" if self.search.objective == "pareto" else "tpe"
+
+    @property
+    def max_aux(self) -> int:
+        """The largest auxiliary subset, resolved."""
+        if self.search.max_aux is None:
+            return len(self.pool)
+        return self.search.max_aux
+
+
+RESULT_NEUTRAL_SECTIONS = ("resources",)
+"""Sections that may change between a run and its resume: they do not change any result."""
+
+
+def resolved_pool(space: SpaceConfig) -> str:
+    """The auxiliary pool in registry order; the default is every task but the main one."""
+    if space.pool is None:
+        return "".join(k for k in TASK_KEYS if k != space.main)
+    return canonical_tasks(space.pool)
+
+
+def space_size(cfg: SearchConfig) -> int:
+    """Number of distinct discrete configurations: subsets × encoders × weighting schemes.
+
+    Searched weights are continuous; they count as one scheme here.
+    """
+    pool = len(cfg.pool)
+    subsets = sum(math.comb(pool, k) for k in range(cfg.search.min_aux, cfg.max_aux + 1))
+    return subsets * len(cfg.search.encoders) * len(cfg.weighting.schemes)

@@ -1,0 +1,230 @@
+"""Semantic checks of a converted config against the registries and ranges.
+
+Every failure is one :class:`ConfigError` naming the value's path, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+
+from rts.search.config.schema import (
+    SAME_ENCODER,
+    WEIGHT_SCHEMES,
+    AttackConfig,
+    ConfigError,
+    DataConfig,
+    ResourcesConfig,
+    SearchConfig,
+)
+from rts.tasks.registry import TASK_KEYS, canonical_tasks, get_task
+
+
+def validate(cfg: SearchConfig) -> None:
+    """Check every value against the registries and ranges; raise :class:`ConfigError`."""
+    _check_name(cfg.name)
+    _check_data(cfg.data)
+    _check_space(cfg)
+    _check_weighting(cfg)
+    _check_stages(cfg)
+    _check_attack(cfg.attack)
+    _check_resources(cfg.resources)
+
+
+def _fail(path: str, message: str) -> typing.NoReturn:
+    raise ConfigError(f"{path}: {message}")
+
+
+def _check_name(name: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+        _fail("name", f"bad run name {name!r}; use letters, digits, '_', '-', '.'")
+
+
+def _check_data(data: DataConfig) -> None:
+    if data.source != "synthetic" and not Path(data.source).expanduser().is_dir():
+        _fail("data.source", f"{data.source!r} is neither 'synthetic' nor an existing folder")
+    if data.size < 16:
+        _fail("data.size", f"must be at least 16 pixels, got {data.size}")
+    if data.n < 4:
+        _fail("data.n", f"must be at least 4 images, got {data.n}")
+    if not 0.0 < data.val_fraction < 1.0:
+        _fail("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}")
+
+
+def _check_task(path: str, key: str) -> None:
+    try:
+        get_task(key)
+    except ValueError as exc:
+        _fail(path, str(exc))
+
+
+_TRIAL_FN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def _check_space(cfg: SearchConfig) -> None:
+    space = cfg.search
+    if space.trial_fn is not None and not _TRIAL_FN.fullmatch(space.trial_fn):
+        _fail("search.trial_fn", f"must be module:function, got {space.trial_fn!r}")
+    if len(space.main) != 1:
+        _fail("search.main", f"one task key, got {space.main!r}; choose from {TASK_KEYS}")
+    _check_task("search.main", space.main)
+    if space.pool is not None:
+        for i, key in enumerate(k for k in space.pool if k not in ", "):
+            _check_task(f"search.pool[{i}]", key)
+        try:
+            canonical_tasks(space.pool)
+        except ValueError as exc:
+            _fail("search.pool", str(exc))
+        if space.main in space.pool:
+            _fail("search.pool", f"holds the main task {space.main!r}; list auxiliaries only")
+    pool = cfg.pool
+    if space.min_aux < 0:
+        _fail("search.min_aux", f"must be >= 0, got {space.min_aux}")
+    if space.max_aux is not None and not space.min_aux <= space.max_aux <= len(pool):
+        _fail(
+            "search.max_aux",
+            f"must be in [min_aux={space.min_aux}, pool size {len(pool)}], got {space.max_aux}",
+        )
+    if space.min_aux > len(pool):
+        _fail("search.min_aux", f"exceeds the pool size {len(pool)}, got {space.min_aux}")
+    if not space.encoders:
+        _fail("search.encoders", "name at least one encoder")
+    known = encoder_names()
+    for i, name in enumerate(space.encoders):
+        if name not in known:
+            _fail(
+                f"search.encoders[{i}]", f"unknown encoder {name!r}; choose from {', '.join(known)}"
+            )
+    if len(set(space.encoders)) != len(space.encoders):
+        _fail("search.encoders", f"lists an encoder twice: {list(space.encoders)}")
+    if space.n_trials is not None and space.n_trials < 1:
+        _fail("search.n_trials", f"must be >= 1, got {space.n_trials}")
+    sampler = cfg.sampler
+    if space.objective == "pareto" and sampler == "grid":
+        _fail("search.sampler", "grid runs every configuration; use objective: vulnerability")
+    if space.n_trials is None and sampler != "grid" and "searched" in cfg.weighting.schemes:
+        _fail("search.n_trials", "searched weights make the space continuous; set n_trials")
+
+
+def _check_weighting(cfg: SearchConfig) -> None:
+    w = cfg.weighting
+    if not w.schemes:
+        _fail("weighting.schemes", f"name at least one scheme; choose from {WEIGHT_SCHEMES}")
+    if len(set(w.schemes)) != len(w.schemes):
+        _fail("weighting.schemes", f"lists a scheme twice: {list(w.schemes)}")
+    if cfg.sampler == "grid" and "searched" in w.schemes:
+        _fail(
+            "weighting.schemes",
+            "'searched' weights are continuous and cannot be enumerated by the grid sampler; "
+            "choose from uniform, mtrobust, optimal",
+        )
+    if "optimal" in w.schemes:
+        from rts.models import OPTIMAL_AUX_WEIGHTS
+
+        missing = [k for k in cfg.pool if k not in OPTIMAL_AUX_WEIGHTS]
+        if missing:
+            _fail(
+                "weighting.schemes",
+                f"'optimal' weights exist for auxiliaries {', '.join(OPTIMAL_AUX_WEIGHTS)} only "
+                f"(supplement App. B), but the pool has {', '.join(missing)}; choose from "
+                "uniform, mtrobust, searched",
+            )
+    if w.aux_lambda <= 0:
+        _fail("weighting.aux_lambda", f"must be > 0, got {w.aux_lambda}")
+    low, high = w.weight_range
+    if not 0 < low < high:
+        _fail("weighting.weight_range", f"needs 0 < low < high, got [{low}, {high}]")
+
+
+def _check_stages(cfg: SearchConfig) -> None:
+    s1, s2 = cfg.stage1, cfg.stage2
+    known = encoder_names()
+    if s1.encoder != SAME_ENCODER and s1.encoder not in known:
+        _fail(
+            "stage1.encoder",
+            f"unknown encoder {s1.encoder!r}; choose from {SAME_ENCODER}, {', '.join(known)}",
+        )
+    if len(cfg.search.encoders) > 1 and s1.encoder != SAME_ENCODER:
+        _fail(
+            "stage1.encoder",
+            f"several encoders are searched, so stage 1 must train each trial's own encoder "
+            f"(a fixed surrogate cannot rank encoders); set stage1.encoder: {SAME_ENCODER}",
+        )
+    if s1.epochs < 0:
+        _fail("stage1.epochs", f"must be >= 0 (0 = evaluate at initialisation), got {s1.epochs}")
+    if s1.epochs == 0 and s1.scheduler == "asha":
+        _fail(
+            "stage1.epochs", "0 (a zero-training screen) has nothing to prune; set scheduler: fifo"
+        )
+    if s2.epochs < 1:
+        _fail("stage2.epochs", f"must be >= 1, got {s2.epochs}")
+    if cfg.search.objective == "pareto" and s1.metric == "clean_error":
+        _fail("stage1.metric", "clean_error is already the Pareto objective's second axis")
+    for name, st in (("stage1", s1), ("stage2", s2)):
+        if st.batch_size < 1:
+            _fail(f"{name}.batch_size", f"must be >= 1, got {st.batch_size}")
+        if not st.lr > 0:
+            _fail(f"{name}.lr", f"must be > 0, got {st.lr}")
+        if st.decoder_width is not None and st.decoder_width < 1:
+            _fail(f"{name}.decoder_width", f"must be >= 1, got {st.decoder_width}")
+    if s1.scheduler == "asha" and not 1 <= s1.grace_period <= s1.epochs:
+        _fail("stage1.grace_period", f"must be in [1, epochs={s1.epochs}], got {s1.grace_period}")
+    if s1.reduction_factor < 2:
+        _fail("stage1.reduction_factor", f"must be >= 2, got {s1.reduction_factor}")
+    if s2.top_k < 0:
+        _fail("stage2.top_k", f"must be >= 0, got {s2.top_k}")
+    if s2.top_k == 0 and not s2.baseline:
+        _fail("stage2.top_k", "0 with baseline: false leaves stage 2 nothing to train")
+
+
+def _check_attack(a: AttackConfig) -> None:
+    if not 0 < a.eps <= 1:  # the attacks' own rule, for every norm
+        _fail("attack.eps", f"must be in (0, 1], got {a.eps}")
+    if a.step_size is not None and not a.step_size > 0:
+        _fail("attack.step_size", f"must be > 0, got {a.step_size}")
+    if a.images < 1:
+        _fail("attack.images", f"must be >= 1, got {a.images}")
+    if a.cheap_steps < 1:
+        _fail("attack.cheap_steps", f"must be >= 1, got {a.cheap_steps}")
+    if a.steps < 1:
+        _fail("attack.steps", f"must be >= 1, got {a.steps}")
+    known = attack_names()
+    if a.cheap not in known:
+        _fail("attack.cheap", f"unknown attack {a.cheap!r}; choose from {', '.join(known)}")
+    if not a.ensemble:
+        _fail("attack.ensemble", f"name at least one attack; choose from {', '.join(known)}")
+    for i, name in enumerate(a.ensemble):
+        if name not in known:
+            _fail(
+                f"attack.ensemble[{i}]", f"unknown attack {name!r}; choose from {', '.join(known)}"
+            )
+
+
+def _check_resources(r: ResourcesConfig) -> None:
+    if not r.cpus_per_trial > 0:
+        _fail("resources.cpus_per_trial", f"must be > 0, got {r.cpus_per_trial}")
+    if r.gpus_per_trial < 0:
+        _fail("resources.gpus_per_trial", f"must be >= 0, got {r.gpus_per_trial}")
+    if r.gpus_per_trial > 1 and r.gpus_per_trial != int(r.gpus_per_trial):
+        _fail("resources.gpus_per_trial", f"above 1 must be whole, got {r.gpus_per_trial}")
+    if r.max_concurrent is not None and r.max_concurrent < 1:
+        _fail("resources.max_concurrent", f"must be >= 1, got {r.max_concurrent}")
+    if r.max_failures < -1:
+        _fail("resources.max_failures", f"must be >= -1 (-1 = retry forever), got {r.max_failures}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", r.device):
+        _fail("resources.device", f"unknown device {r.device!r}; choose from auto, cpu, cuda[:i]")
+
+
+def encoder_names() -> list[str]:
+    """Registered encoder names (``models``), sorted."""
+    from rts.models import ENCODERS
+
+    return sorted(ENCODERS)
+
+
+def attack_names() -> list[str]:
+    """Registered attack names (``attacks``), sorted."""
+    from rts.attacks import ATTACKS
+
+    return sorted(ATTACKS)

@@ -1,0 +1,163 @@
+"""What a search will cost, computed without running anything (``--dry-run``).
+
+The one cost model of the project: a trial costs its epochs times its encoder's relative cost
+(:attr:`rts.models.EncoderSpec.cost`, ResNet18 = 1), in ResNet18-epoch units.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from rts.search.config.convert import resolve
+from rts.search.config.schema import SearchConfig
+from rts.search.engine.space import Space
+
+log = logging.getLogger(__name__)
+
+
+ENCODER_COST: dict[str, float] = {
+    "resnet18": 1.0,
+    "resnet34": 2.02,
+    "resnet50": 2.26,
+    "resnet101": 4.31,
+    "resnet152": 6.36,
+    "wide_resnet50_2": 6.30,
+    "wide_resnet101_2": 12.57,
+    "xception": 4.64,
+}
+"""Relative cost of one training epoch per encoder: forward GFLOPs at 224 px of the torchvision
+(timm for Xception) model divided by ResNet18's 1.81 GFLOPs. Decoders are not counted."""
+
+
+def encoder_cost(name: str) -> float:
+    """Relative epoch cost of encoder ``name`` (:data:`ENCODER_COST`; unknown ones count 1)."""
+    if name not in ENCODER_COST:
+        log.warning("no cost known for encoder %r; counting it like resnet18", name)
+    return ENCODER_COST.get(name, 1.0)
+
+
+def exhaustive_cost(space: Space, epochs: int) -> tuple[int, float]:
+    """Configurations and ResNet18-epoch units of training every configuration of ``space``
+    for ``epochs`` epochs on its target encoder."""
+    per_encoder = space.size // len(space.encoders)
+    units = sum(per_encoder * epochs * encoder_cost(e) for e in space.encoders)
+    return space.size, units
+
+
+def stage1_trial_count(cfg: SearchConfig) -> int:
+    """Stage-1 trials: ``n_trials``, at most the space size for the grid sampler."""
+    n = cfg.search.n_trials or Space.from_config(cfg).size
+    if cfg.sampler == "grid":
+        n = min(n, Space.from_config(cfg).size)
+    return n
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a search will do, computed without running anything (``--dry-run``)."""
+
+    configurations: int
+    continuous: bool
+    subsets: int
+    stage1_trials: int
+    stage1_epochs_max: int
+    stage1_epochs_expected: float
+    stage2_trials_max: int
+    estimated_trials: int
+    exhaustive_configs: int
+    exhaustive_units: float
+    units_expected: float
+
+
+def asha_expected_epochs(epochs: int, grace: int, factor: int, scheduler: str = "asha") -> float:
+    """Expected epochs of one stage-1 trial: ASHA lets about ``1/factor`` of the trials past
+    each rung (``grace · factor^k`` epochs) and the rest stop there."""
+    if scheduler != "asha":
+        return float(epochs)
+    rungs = []
+    r = grace
+    while r < epochs:
+        rungs.append(r)
+        r *= factor
+    expected, survive, prev = 0.0, 1.0, 0
+    for rung in rungs:
+        expected += survive * (rung - prev)
+        survive /= factor
+        prev = rung
+    return expected + survive * (epochs - prev)
+
+
+def plan_search(cfg: SearchConfig) -> Plan:
+    """The search-space size, trial counts and compute estimate of ``cfg``."""
+    cfg = resolve(cfg)
+    space = Space.from_config(cfg)
+    n1 = stage1_trial_count(cfg)
+    s1 = cfg.stage1
+    per_trial = asha_expected_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, s1.scheduler)
+    twins = cfg.stage2.top_k if cfg.stage2.uniform_twins and set(space.schemes) - {"uniform"} else 0
+    n2 = min(cfg.stage2.top_k, space.size) + twins
+    n2 += len(space.encoders) if cfg.stage2.baseline else 0
+    configs, units = exhaustive_cost(space, cfg.stage2.epochs)
+    s1_encoders = space.encoders if s1.encoder == "same" else (s1.encoder,)
+    s1_cost = sum(encoder_cost(e) for e in s1_encoders) / len(s1_encoders)
+    s2_cost = sum(encoder_cost(e) for e in space.encoders) / len(space.encoders)
+    return Plan(
+        configurations=space.size,
+        continuous=space.continuous,
+        subsets=len(space.subsets()),
+        stage1_trials=n1,
+        stage1_epochs_max=n1 * s1.epochs,
+        stage1_epochs_expected=n1 * per_trial,
+        stage2_trials_max=n2,
+        estimated_trials=n1 + n2,
+        exhaustive_configs=configs,
+        exhaustive_units=units,
+        units_expected=n1 * per_trial * s1_cost + n2 * cfg.stage2.epochs * s2_cost,
+    )
+
+
+def format_plan(cfg: SearchConfig, plan: Plan) -> str:
+    """The dry-run text: space size, the stages, the estimated trial count and cost."""
+    cfg = resolve(cfg)
+    space = Space.from_config(cfg)
+    s1, s2, a = cfg.stage1, cfg.stage2, cfg.attack
+    eps = f"{a.eps * 255:.3g}/255" if a.norm == "linf" else f"{a.eps:g}"
+    size = f"{plan.configurations} configurations" + (
+        " (plus continuous searched weights)" if plan.continuous else ""
+    )
+    s1_enc = "each trial's own encoder" if s1.encoder == "same" else s1.encoder
+    sched = (
+        f"ASHA on {s1.metric} (grace {s1.grace_period}, reduction factor {s1.reduction_factor})"
+        if s1.scheduler == "asha"
+        else f"no pruning, ranked by {s1.metric}"
+    )
+    attacked = "the main task" if a.target == "main" else "all tasks"
+    ratio = plan.units_expected / plan.exhaustive_units if plan.exhaustive_units else math.nan
+    lines = [
+        f"search {cfg.name!r}: main task {space.main!r}",
+        f"search space: {len(space.subsets())} auxiliary subsets of {space.pool!r} "
+        f"({space.min_aux}-{space.max_aux} tasks) x {len(space.schemes)} weighting scheme(s) "
+        f"{list(space.schemes)} x {len(space.encoders)} encoder(s) {list(space.encoders)} "
+        f"= {size}",
+        f"objective: {cfg.search.objective} (minimise the main task's relative vulnerability"
+        + (" and its clean error: Pareto front)" if cfg.search.objective == "pareto" else ")"),
+        f"stage 1 (surrogate): {plan.stage1_trials} trials, {cfg.sampler} sampler, {s1_enc}, "
+        f"{s1.epochs} epochs at most, {a.cheap}-{a.cheap_steps} on {attacked} after every "
+        f"epoch, {sched}: <= {plan.stage1_epochs_max} trial-epochs, about "
+        f"{plan.stage1_epochs_expected:.0f} expected",
+        f"stage 2 (target): top {s2.top_k}"
+        + (" + single-task baseline" if s2.baseline else "")
+        + (" + uniform-weight twins" if s2.uniform_twins else "")
+        + f": <= {plan.stage2_trials_max} trials, {s2.epochs} epochs, "
+        f"{', '.join(a.ensemble)} ({a.steps} steps, eps {eps} {a.norm}, {a.aggregate} case) "
+        f"on {a.images} validation images",
+        f"estimated trials: {plan.estimated_trials} (about {plan.units_expected:.0f} "
+        f"ResNet18-epoch units, {ratio:.0%} of an exhaustive search of "
+        f"{plan.exhaustive_configs} configurations = {plan.exhaustive_units:.0f} units)",
+        f"resources: {cfg.resources.cpus_per_trial:g} CPU and {cfg.resources.gpus_per_trial:g} "
+        f"GPU per trial; data: {cfg.data.source}, {cfg.data.n} images of "
+        f"{cfg.data.size} px",
+    ]
+    return "\n".join(lines)

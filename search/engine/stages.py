@@ -1,0 +1,308 @@
+"""Running one stage on Ray Tune: start or restore the experiment, wait, check it finished.
+
+The stage functions return Ray's results; :mod:`rts.search.results` turns them into tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rts.search.config.schema import ConfigError, SearchConfig
+from rts.search.engine.paths import RunPaths
+from rts.search.engine.plan import stage1_trial_count
+from rts.search.engine.space import Space
+from rts.search.engine.trial import TrialFn
+
+log = logging.getLogger(__name__)
+
+
+def trial_counter(path: str | Path) -> int:
+    """The creation index of a trial, from its folder name ``trial_<n>_<id>``."""
+    name = Path(str(path)).name
+    parts = name.split("_")
+    if len(parts) >= 3 and parts[0] == "trial" and parts[1].isdigit():
+        return int(parts[1])
+    raise ValueError(f"not a trial folder of this search: {name!r}")
+
+
+def stage_trial_id(stage: int, number: int) -> str:
+    """The results' id of the ``number``-th trial (1-based, creation order) of ``stage``."""
+    return f"s{stage}-{number:04d}"
+
+
+def trial_dirname(trial: Any) -> str:
+    """Ray ``trial_dirname_creator``: ``trial_<n>_<ray id>`` (``n`` = creation order)."""
+    counter = str(trial.experiment_tag).split("_")[0]
+    return f"trial_{int(counter):04d}_{trial.trial_id}" if counter.isdigit() else trial.trial_id
+
+
+def failure_reason(error: BaseException | None) -> str:
+    """One line saying why a trial failed: the original exception's type and message."""
+    if error is None:
+        return ""
+    cause = getattr(error, "cause", None) or error
+    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+
+
+def trial_config(result: Any) -> dict[str, Any]:
+    """The trial's config; from its ``params.json`` (local or on the remote storage) if Ray's
+    result lacks it."""
+    config = result.config
+    if config:
+        return config
+    params = f"{result.path}/params.json"
+    fs = getattr(result, "filesystem", None)
+    if fs is None:
+        return json.loads(Path(params).read_text()) if Path(params).exists() else {}
+    try:
+        with fs.open_input_stream(params) as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return {}
+
+
+RAY_ENV_DEFAULTS = {
+    "RAY_AUTH_MODE": "disabled",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+"""Environment set (if unset) before Ray starts: no token-auth warning on a local cluster, no
+warning about snapshotting the experiment after every epoch's checkpoint (resume needs it)."""
+
+
+Echo = Callable[[str], None]
+
+
+class SearchInterrupted(RuntimeError):
+    """A stage stopped before all its trials finished; rerunning the command resumes it."""
+
+
+def check_ray_args(address: str | None, num_cpus: int | None) -> None:
+    """Reject ``--num-cpus`` with ``--address`` and a CPU count below 1."""
+    if num_cpus is not None and num_cpus < 1:
+        raise ConfigError(f"--num-cpus must be >= 1, got {num_cpus}")
+    if address and num_cpus is not None:
+        raise ConfigError(
+            f"--num-cpus {num_cpus}: caps a local Ray only; a cluster (--address {address}) "
+            "has its own resources"
+        )
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
+    """Start (or join) Ray for the search and shut it down after; reuse one already running."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    check_ray_args(address, num_cpus)
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        # "local": start a new instance even if another cluster on this machine advertises
+        # itself in /tmp/ray/ray_current_cluster (ray.init() would silently join it).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _run_config(name: str, cfg: SearchConfig, paths: RunPaths, total: int, echo: Echo) -> Any:
+    from ray import tune
+
+    return tune.RunConfig(
+        name=name,
+        storage_path=paths.ray,
+        failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+        # Two, not one: a driver killed between Ray deleting a trial's older checkpoint and saving
+        # the experiment state that points to the newer one must still find a checkpoint.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=[_progress_callback(name, total, echo)],
+        verbose=0,
+    )
+
+
+def _restorable(exp: str) -> bool:
+    from ray import tune
+
+    return tune.Tuner.can_restore(exp)
+
+
+def run_stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -> Any:
+    """Run or resume stage 1 on Ray; returns Ray's ``ResultGrid`` once every trial finished.
+
+    Raises:
+        SearchInterrupted: the stage stopped early (Ctrl-C, a lost driver); call again to resume.
+    """
+    from rts.search.engine.storage import journal_at
+
+    with journal_at(paths.journal):  # a restored searcher's study goes to this run's journal
+        return _stage1(cfg, paths, trial_fn, echo)
+
+
+def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -> Any:
+    """Stage 1 on Ray: restore the interrupted experiment, or start it."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from rts.search.engine.space import make_sampler, make_searcher
+    from rts.search.engine.trainable import make_trainable
+
+    exp = paths.experiment(1)
+    total = stage1_trial_count(cfg)
+    trainable = make_trainable(trial_fn, cfg, 1)
+    if _restorable(exp):
+        echo(f"stage 1: resuming {exp}")
+        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True)
+    else:
+        _fresh_start(exp, paths.journal)
+        space = Space.from_config(cfg)
+        s1 = cfg.stage1
+        metrics = (s1.metric, "clean_error") if cfg.search.objective == "pareto" else (s1.metric,)
+        searcher = make_searcher(
+            space,
+            sampler=make_sampler(cfg.sampler, space, seed=cfg.search.seed, n_trials=total),
+            metrics=metrics,
+            final_epoch=cfg.stage1.epochs,
+            storage=journal_storage(paths.journal),
+        )
+        if s1.scheduler == "asha":
+            scheduler = ASHAScheduler(
+                time_attr="epoch",
+                metric=s1.metric,
+                mode="min",
+                max_t=s1.epochs,
+                grace_period=s1.grace_period,
+                reduction_factor=s1.reduction_factor,
+            )
+        else:
+            scheduler = FIFOScheduler()
+        echo(
+            f"stage 1: {total} trials, {s1.epochs} epochs each at most, "
+            f"{cfg.sampler} sampler, {s1.scheduler} on {s1.metric}"
+        )
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(
+                search_alg=searcher,
+                scheduler=scheduler,
+                num_samples=total,
+                max_concurrent_trials=cfg.resources.max_concurrent,
+                reuse_actors=True,
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=_run_config("stage1", cfg, paths, total, echo),
+        )
+    results = tuner.fit()
+    _check_complete(results, total, 1, paths)
+    return results
+
+
+def run_stage2(
+    cfg: SearchConfig,
+    paths: RunPaths,
+    trial_fn: TrialFn,
+    entries: list[dict[str, Any]],
+    echo: Echo,
+) -> Any:
+    """Run or resume stage 2 over ``entries`` (candidate configs); returns Ray's ``ResultGrid``.
+
+    Raises:
+        SearchInterrupted: the stage stopped early; call again to resume.
+    """
+    from ray import tune
+
+    from rts.search.engine.trainable import make_trainable
+
+    exp = paths.experiment(2)
+    trainable = make_trainable(trial_fn, cfg, 2)
+    if _restorable(exp):
+        echo(f"stage 2: resuming {exp}")
+        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True)
+    else:
+        _fresh_start(exp, None)
+        echo(
+            f"stage 2: {len(entries)} trials ({cfg.stage2.epochs} epochs, attacks "
+            f"{', '.join(cfg.attack.ensemble)})"
+        )
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"candidate": tune.grid_search(entries)},
+            tune_config=tune.TuneConfig(
+                num_samples=1,
+                max_concurrent_trials=cfg.resources.max_concurrent,
+                reuse_actors=True,
+                trial_dirname_creator=trial_dirname,
+            ),
+            run_config=_run_config("stage2", cfg, paths, len(entries), echo),
+        )
+    results = tuner.fit()
+    _check_complete(results, len(entries), 2, paths)
+    return results
+
+
+def _fresh_start(exp: str, journal: Path | None) -> None:
+    """Clear what an earlier start left before it saved a restorable state."""
+    from rts.search.engine.storage import delete_tree
+
+    if delete_tree(exp):
+        log.info("removed %s: it held no restorable experiment", exp)
+    if journal is not None and journal.exists():
+        journal.unlink()
+
+
+def journal_storage(path: Path) -> Any:
+    """Optuna journal-file storage at ``path`` (file-locked, safe on NFS).
+
+    Its pickle (in Ray's snapshot of the searcher) carries the journal, so a restored stage 1
+    gets back the study its searcher knows (:class:`search.storage.SnapshotJournalBackend`).
+    """
+    from optuna.storages import JournalStorage
+
+    from rts.search.engine.storage import SnapshotJournalBackend
+
+    return JournalStorage(SnapshotJournalBackend(path))
+
+
+def _check_complete(results: Any, expected: int, stage: int, paths: RunPaths) -> None:
+    finished = results.num_terminated + results.num_errors
+    # A trial stopped by Ctrl-C before Ray saved its config has no candidate: not finished.
+    unsaved = sum(1 for r in results if not trial_config(r))
+    finished -= unsaved
+    if len(results) < expected or finished < len(results):
+        raise SearchInterrupted(
+            f"stage {stage} stopped with {finished} of {expected} trials finished; run the same "
+            f"command again to resume ({paths.location})"
+        )
+
+
+def drop_resume_checkpoints(exp: str) -> None:
+    """Delete the per-epoch trial checkpoints of a finished stage (local storage).
+
+    They exist only to resume an interrupted stage; once the stage's tables are written the
+    stage is never resumed again (stage-2 models were copied to ``checkpoints/`` first). They are
+    most of a run's size: model and optimizer state of every trial, kept twice.
+    """
+    if "://" in exp or not os.path.isdir(exp):
+        return
+    for folder in Path(exp).glob("*/checkpoint_*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _progress_callback(stage: str, total: int, echo: Echo) -> Any:
+    from rts.search.engine.searcher import ProgressCallback
+
+    return ProgressCallback(stage, total, echo)

@@ -1,0 +1,246 @@
+"""The two-stage search: stage 1 → choice → stage 2 → tables and summary; resume and URIs.
+
+Stages run on Ray Tune (:mod:`rts.search.engine.stages`); between them, the stage-1 table decides
+what stage 2 trains (:mod:`rts.search.results.select`). Rerunning :func:`run_search` with the
+same config resumes: a finished stage is read back from its tables, an interrupted one is
+restored by Ray from its trials' checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rts.search.config.convert import diff_configs, dump_config, load_config, resolve
+from rts.search.config.schema import SAME_ENCODER, ConfigError, SearchConfig
+from rts.search.config.validate import validate
+from rts.search.engine.paths import RunPaths, run_dir
+from rts.search.engine.space import Space
+from rts.search.engine.stages import (
+    Echo,
+    check_ray_args,
+    drop_resume_checkpoints,
+    ray_session,
+    run_stage1,
+    run_stage2,
+)
+from rts.search.engine.trial import TrialFn
+from rts.search.results.collect import collect_stage
+from rts.search.results.select import add_surrogate_columns, select_stage2
+from rts.search.results.summary import Summary, format_summary, summarize
+from rts.search.results.tables import StageTables, read_parquet, write_parquet
+from rts.tasks.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What :func:`run_search` returns: where the results are, the tables and the summary."""
+
+    paths: RunPaths
+    trials: pd.DataFrame
+    history: pd.DataFrame
+    attacks: pd.DataFrame
+    summary: Summary
+
+
+def run_search(
+    cfg: SearchConfig,
+    *,
+    storage: str | os.PathLike[str] = "runs",
+    address: str | None = None,
+    num_cpus: int | None = None,
+    trial_fn: TrialFn | None = None,
+    echo: Echo | None = None,
+) -> SearchOutcome:
+    """Run (or resume) the two-stage search of ``cfg``; returns the tables and the summary.
+
+    Args:
+        cfg: the search config (validated again here).
+        storage: folder that holds ``<name>/``, shared between nodes on a cluster; or a URI
+            (``s3://bucket/runs``, ``file:///abs``; see :mod:`search.storage`).
+        address: ``None`` starts Ray locally; ``"auto"`` or ``"ray://host:10001"`` joins a
+            cluster. Ignored when Ray is already initialised in this process.
+        num_cpus: CPUs of a local Ray (default: all of the machine's).
+        trial_fn: the trial function; default ``search.trial_fn`` if set, else
+            :func:`rts.search.engine.trial.run_trial` (the built-in training and attacks).
+        echo: prints progress lines (one per finished trial and stage); ``None`` is silent.
+
+    Raises:
+        ConfigError: bad config, or the run folder holds a different search.
+        SearchInterrupted: a stage was interrupted; call again to resume.
+    """
+    cfg = resolve(cfg)
+    validate(cfg)
+    check_ray_args(address, num_cpus)
+    paths = run_dir(cfg, storage)
+    say = echo or (lambda _line: None)
+    if paths.remote:
+        from rts.search.engine.storage import sync_down
+
+        if sync_down(paths.remote, paths.root):
+            say(f"resuming from {paths.display}")
+    prepare_run_dir(cfg, paths)
+    if trial_fn is None:
+        from rts.search.engine.trial import load_trial_fn, run_trial
+
+        trial_fn = load_trial_fn(cfg.search.trial_fn) if cfg.search.trial_fn else run_trial
+    space = Space.from_config(cfg)
+    with _mirrored(paths):
+        sync_up(paths)
+        finished = all(_read_stage(paths, stage) is not None for stage in (1, 2))
+        with contextlib.nullcontext() if finished else ray_session(address, num_cpus):
+            s1 = _stage1_tables(cfg, paths, trial_fn, say)
+            sync_up(paths)
+            entries = select_stage2(
+                s1.trials,
+                space,
+                top_k=cfg.stage2.top_k,
+                uniform_twins=cfg.stage2.uniform_twins,
+                pareto=cfg.search.objective == "pareto",
+                metric=cfg.stage1.metric,
+                baseline=cfg.stage2.baseline,
+            )
+            s2 = _stage2_tables(cfg, paths, trial_fn, [e.to_config() for e in entries], say)
+            sync_up(paths)
+        outcome = _write_results(cfg, paths, space, s1, s2)
+    return outcome
+
+
+def sync_up(paths: RunPaths) -> None:
+    """Upload what changed in the staging copy (nothing for a folder storage)."""
+    if paths.remote:
+        from rts.search.engine.storage import sync_up as upload
+
+        upload(paths.root, paths.remote)
+
+
+@contextlib.contextmanager
+def _mirrored(paths: RunPaths) -> Iterator[None]:
+    """Upload the staging copy when the block stops on an error too (best effort)."""
+    try:
+        yield
+    except BaseException:
+        if paths.remote:
+            try:
+                sync_up(paths)
+            except Exception as exc:  # keep the original error
+                log.warning("could not upload %s to %s: %s", paths.root, paths.remote, exc)
+        raise
+    sync_up(paths)
+
+
+def _write_results(
+    cfg: SearchConfig, paths: RunPaths, space: Space, s1: StageTables, s2: StageTables
+) -> SearchOutcome:
+    """Join both stages, write the tables and the summary, and return them."""
+    trials = pd.concat([s1.trials, add_surrogate_columns(s2.trials, s1.trials)], ignore_index=True)
+    history = pd.concat([s1.history, s2.history], ignore_index=True)
+    summary = summarize(
+        s1.trials,
+        s2.trials,
+        space,
+        stage2_epochs=cfg.stage2.epochs,
+        aggregate=cfg.attack.aggregate,
+        attacks=cfg.attack.ensemble,
+        pareto=cfg.search.objective == "pareto",
+    )
+    write_parquet(trials, paths.trials)
+    write_parquet(history, paths.history)
+    write_parquet(s2.attacks, paths.attacks)
+    atomic_write_text(paths.summary_json, summary.to_json())
+    atomic_write_text(paths.summary_md, format_summary(summary, paths.location) + "\n")
+    return SearchOutcome(paths, trials, history, s2.attacks, summary)
+
+
+def prepare_run_dir(cfg: SearchConfig, paths: RunPaths) -> None:
+    """Write ``config.yaml``; if the folder holds a run already, it must be the same search."""
+    if paths.config.exists():
+        previous = load_config(paths.config, check=False)
+        changed = diff_configs(previous, cfg)
+        if changed:
+            raise ConfigError(
+                f"{paths.location} holds a search with another config ({'; '.join(changed[:3])}); "
+                "rerun with the same config to resume, or pick another name=..."
+            )
+    atomic_write_text(paths.config, dump_config(cfg))
+
+
+def _stage1_tables(
+    cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo
+) -> StageTables:
+    """Stage 1's tables: read back when it finished before, else run (or resume) it."""
+    done = _read_stage(paths, 1)
+    if done is not None:
+        echo(f"stage 1: finished earlier ({len(done.trials)} trials), skipped")
+        return done
+    results = run_stage1(cfg, paths, trial_fn, echo)
+    encoder = None if cfg.stage1.encoder == SAME_ENCODER else cfg.stage1.encoder
+    tables = collect_stage(results, 1, epochs=cfg.stage1.epochs, trained_encoder=encoder)
+    _write_stage(paths, 1, tables)
+    return tables
+
+
+def _stage2_tables(
+    cfg: SearchConfig,
+    paths: RunPaths,
+    trial_fn: TrialFn,
+    entries: list[dict[str, Any]],
+    echo: Echo,
+) -> StageTables:
+    """Stage 2's tables: read back when it finished before, else run (or resume) it."""
+    done = _read_stage(paths, 2)
+    if done is not None:
+        echo(f"stage 2: finished earlier ({len(done.trials)} trials), skipped")
+        return done
+    results = run_stage2(cfg, paths, trial_fn, entries, echo)
+    tables = collect_stage(results, 2, epochs=cfg.stage2.epochs, trained_encoder=None)
+    tables = StageTables(
+        _save_checkpoints(results, tables.trials, paths), tables.history, tables.attacks
+    )
+    _write_stage(paths, 2, tables)
+    return tables
+
+
+def _read_stage(paths: RunPaths, stage: int) -> StageTables | None:
+    files = [paths.stage(stage, t) for t in ("trials", "history", "attacks")]
+    if not all(f.exists() for f in files):
+        return None
+    return StageTables(*(read_parquet(f) for f in files))
+
+
+def _write_stage(paths: RunPaths, stage: int, tables: StageTables) -> None:
+    # trials last: its presence marks the stage as finished (see _read_stage).
+    write_parquet(tables.history, paths.stage(stage, "history"))
+    write_parquet(tables.attacks, paths.stage(stage, "attacks"))
+    write_parquet(tables.trials, paths.stage(stage, "trials"))
+    drop_resume_checkpoints(paths.experiment(stage))
+
+
+def _save_checkpoints(results: Any, trials: pd.DataFrame, paths: RunPaths) -> pd.DataFrame:
+    """Copy every completed stage-2 trial's last checkpoint to ``checkpoints/<trial_id>``."""
+    out = trials.copy()
+    by_ray_id = {Path(str(r.path)).name.split("_")[-1]: r for r in results}
+    for i, row in out.iterrows():
+        result = by_ray_id.get(str(row["ray_trial_id"]))
+        if row["status"] != "completed" or result is None or result.checkpoint is None:
+            continue
+        target = paths.checkpoints / str(row["trial_id"])
+        tmp = paths.checkpoints / f".{row['trial_id']}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        result.checkpoint.to_directory(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        out.loc[i, "checkpoint"] = str(target.relative_to(paths.root))
+    return out
