@@ -14,6 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from rts.attacks.projection import NORMS
+from rts.tasks.parsing import parse_fraction
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("pgd", "apgd", "wgd")
 """The ensemble whose per-sample worst case is the project's default robustness number."""
@@ -83,27 +84,12 @@ def parse_eps(value: str | float) -> float:
     The value must lie in ``(0, 1]`` (pixel units of [0, 1] images). No ``eval``: a fraction is
     split on ``/`` and both sides parsed as floats.
     """
-    if isinstance(value, bool):
-        raise ValueError(f"eps must be a number or a fraction like 8/255, got eps={value!r}")
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            if "/" in text:
-                num, den = text.split("/")
-                eps = float(num) / float(den)
-            else:
-                eps = float(text)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(
-                f"eps must be a number or a fraction like 8/255, got eps={value!r}"
-            ) from None
-    else:
-        try:
-            eps = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"eps must be a number or a fraction like 8/255, got eps={value!r}"
-            ) from None
+    try:
+        eps = parse_fraction(value)
+    except ValueError:
+        raise ValueError(
+            f"eps must be a number or a fraction like 8/255, got eps={value!r}"
+        ) from None
     if not math.isfinite(eps) or not 0 < eps <= 1:
         raise ValueError(f"eps must be in (0, 1], got eps={value}")
     return eps

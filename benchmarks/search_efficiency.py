@@ -47,7 +47,7 @@ from typing import Any
 
 import pandas as pd
 
-from rts.search.engine.plan import encoder_cost
+from rts.search.engine import plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,11 +160,12 @@ def truth_values(trials: pd.DataFrame) -> pd.Series:
 
 def trial_units(trials: pd.DataFrame) -> pd.Series:
     """Compute of each trial in ResNet18-epoch units: epochs it trained × the relative cost of
-    the encoder it trained (``trained_encoder``; :data:`search.results.ENCODER_COST`). Pruned and
+    the encoder it trained (``trained_encoder``; :attr:`rts.models.EncoderSpec.cost`). Pruned and
     failed trials count the epochs they reached: that compute was spent."""
     epochs = pd.to_numeric(trials["epochs"], errors="coerce").fillna(0.0)
-    cost = trials["trained_encoder"].astype(str).map(encoder_cost).astype(float)
-    return epochs * cost
+    encoders = trials["trained_encoder"].astype(str)
+    units = [plan.trial_units(e, enc) for e, enc in zip(epochs, encoders, strict=True)]
+    return pd.Series(units, index=trials.index, dtype=float)
 
 
 def compute_spent(search: pd.DataFrame, exhaustive: pd.DataFrame) -> dict[str, float]:

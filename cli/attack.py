@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rts.tasks.weights import parse_weights
+
 OUTPUT = "attack.parquet"
 SETTINGS = "attack.json"
 SHOWN = (
@@ -100,24 +102,13 @@ def resolve_checkpoint(path: Path) -> Path:
     )
 
 
-def parse_weights(text: str | None) -> dict[str, float] | None:
-    """``"s=1,d=0.1"`` → ``{"s": 1.0, "d": 0.1}``."""
+def _weights(text: str | None) -> dict[str, float] | None:
     if text is None:
         return None
-    out = {}
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise ValueError(
-                f"--weights takes task=weight pairs such as 's=1,d=0.1', got {text!r}"
-            ) from None
-    return out
+    try:
+        return parse_weights(text)
+    except ValueError as exc:
+        raise ValueError(f"--weights: {exc}") from None
 
 
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,7 +143,7 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         "attacks": attacks,
         "eps": eps,
         "step_size": step_size,
-        "weights": parse_weights(args.weights),
+        "weights": _weights(args.weights),
         "options": options,
     }
 

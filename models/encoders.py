@@ -51,6 +51,9 @@ class EncoderSpec:
         stride: output stride (input size / feature size), a power of two.
         builder: zero-argument function returning the randomly initialised module.
         extra: the optional dependency group it needs (``"timm"``), or ``None``.
+        cost: relative cost of one training epoch (ResNet18 = 1): forward GFLOPs at 224 px of
+            the torchvision (timm for Xception) model over ResNet18's 1.81; decoders not counted.
+            The search's compute accounting (:mod:`rts.search.engine.plan`) reads it.
     """
 
     name: str
@@ -58,13 +61,14 @@ class EncoderSpec:
     stride: int
     builder: Callable[[], nn.Module]
     extra: str | None = None
+    cost: float = 1.0
 
 
 ENCODERS: dict[str, EncoderSpec] = {}
 
 
 def register_encoder(
-    name: str, *, channels: int, stride: int, extra: str | None = None
+    name: str, *, channels: int, stride: int, cost: float, extra: str | None = None
 ) -> Callable[[Callable[[], nn.Module]], Callable[[], nn.Module]]:
     """Decorator adding a builder to :data:`ENCODERS`; a duplicate name is an error."""
 
@@ -73,7 +77,9 @@ def register_encoder(
             raise ValueError(f"encoder {name!r} is already registered")
         if stride < 1 or stride & (stride - 1):
             raise ValueError(f"encoder stride must be a power of two, got stride={stride}")
-        ENCODERS[name] = EncoderSpec(name, channels, stride, builder, extra)
+        if not cost > 0:
+            raise ValueError(f"encoder cost must be > 0 (ResNet18 = 1), got cost={cost}")
+        ENCODERS[name] = EncoderSpec(name, channels, stride, builder, extra, cost)
         return builder
 
     return deco
@@ -145,13 +151,13 @@ def _resnet_trunk(factory: Callable[..., nn.Module]) -> nn.Module:
 def _register_resnets() -> None:
     import torchvision.models as tvm
 
-    for name, channels in (
-        ("resnet18", 512),
-        ("resnet34", 512),
-        ("resnet50", 2048),
-        ("resnet101", 2048),
-        ("resnet152", 2048),
-        ("wide_resnet50_2", 2048),
+    for name, channels, cost in (
+        ("resnet18", 512, 1.0),
+        ("resnet34", 512, 2.02),
+        ("resnet50", 2048, 2.26),
+        ("resnet101", 2048, 4.31),
+        ("resnet152", 2048, 6.36),
+        ("wide_resnet50_2", 2048, 6.30),
     ):
         factory = getattr(tvm, name)
 
@@ -159,7 +165,7 @@ def _register_resnets() -> None:
             return _resnet_trunk(factory)
 
         builder.__doc__ = f"torchvision {name} trunk (no avgpool/fc), random init."
-        register_encoder(name, channels=channels, stride=32)(builder)
+        register_encoder(name, channels=channels, stride=32, cost=cost)(builder)
 
 
 _register_resnets()
@@ -176,7 +182,7 @@ class _TimmFeatures(nn.Module):
         return self.net.forward_features(x)
 
 
-@register_encoder("xception", channels=2048, stride=32, extra="timm")
+@register_encoder("xception", channels=2048, stride=32, cost=4.64, extra="timm")
 def _xception() -> nn.Module:
     """Xception (Chollet 2017) from timm, the paper's S6 encoder family; needs the timm extra."""
     try:

@@ -21,23 +21,28 @@ from rts.search.analysis.stats import (
     _spearman_vec,
 )
 from rts.search.analysis.surrogates import Surrogate, TrialRecord, expand_surrogates
+from rts.search.engine import plan
 
 MIN_POINTS = 3
 """Correlations need at least this many combinations with both a surrogate and a target value."""
 
 
 def _surrogate_cost(s: Surrogate, trial: TrialRecord) -> tuple[float, float]:
-    """(seconds, epochs) spent on ``trial`` until ``s`` is available; NaN seconds if unknown."""
+    """(seconds, ResNet18-epoch units) spent on ``trial`` until ``s`` is available; NaN seconds
+    if unknown. Units come from the search's one cost model (:func:`plan.trial_units`)."""
     epochs_total = float(trial.row.get("epochs", math.nan))
     wall = float(trial.row.get("wall_s", math.nan))
+    encoder = str(trial.row.get("trained_encoder") or trial.row.get("encoder") or "resnet18")
+    epochs = epochs_total if s.epoch is None else float(s.epoch)
+    units = plan.trial_units(epochs, encoder)
     if s.epoch is None:
-        return wall, epochs_total
+        return wall, units
     t = trial.at_epoch("time_s", s.epoch)
     if math.isnan(t) and s.epoch == 0:
         t = 0.0
     if math.isnan(t) and epochs_total > 0 and not math.isnan(wall):
         t = wall * s.epoch / epochs_total
-    return t, float(s.epoch)
+    return t, units
 
 
 def surrogate_values(

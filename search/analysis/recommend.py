@@ -9,6 +9,7 @@ import pandas as pd
 
 from rts.search.analysis.correlate import surrogate_values
 from rts.search.analysis.rundata import RunData, combinations
+from rts.search.results.recommend import baseline_row, best_row
 
 
 def recommendation(run: RunData, table: pd.DataFrame | None = None) -> dict[str, Any]:
@@ -52,9 +53,11 @@ def recommendation(run: RunData, table: pd.DataFrame | None = None) -> dict[str,
                 )
                 break
         return out
-    best = scored.sort_values(["target", "clean_error", "combo"]).iloc[0]
-    single = scored[(scored["tasks"] == best["main"]) & (scored["encoder"] == best["encoder"])]
-    baseline = float(single["target"].min()) if len(single) else math.nan
+    best = best_row(scored, "target", "combo")
+    single = baseline_row(
+        scored, "target", "combo", single=scored["tasks"] == best["main"], encoder=best["encoder"]
+    )
+    baseline = float(single["target"]) if len(single) else math.nan
     out.update(
         status="target",
         combo=best["combo"],

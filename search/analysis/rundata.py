@@ -39,7 +39,6 @@ same combination; a run without stage-1 trials reads them from its stage-2 trial
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,8 @@ import numpy as np
 import pandas as pd
 
 from rts.search.analysis.surrogates import TrialRecord
-from rts.tasks.registry import canonical_tasks, get_task
+from rts.tasks.registry import canonical_tasks
+from rts.tasks.weights import format_weights, weights_key
 
 TARGET_ATTACKS: tuple[str, ...] = ("pgd", "apgd", "wgd", "worst")
 """The strong attacks whose worst case is the target when a trial has no ``vuln`` (others are
@@ -140,65 +140,6 @@ class RunData:
         return t[(t["stage"] == self.surrogate_stage) & (t["status"] != "failed")]
 
 
-def parse_weights(weights: Any, tasks: str) -> dict[str, float]:
-    """Weights as ``{task: w}`` from a mapping, a JSON object (how the search stores them), a
-    sequence aligned with ``tasks``, ``"s=1,d=.1"``, or ``None``/``""``/NaN (uniform: ``{}``)."""
-    if weights is None or (isinstance(weights, float) and math.isnan(weights)):
-        return {}
-    if isinstance(weights, str):
-        text = weights.strip()
-        if not text or text.lower() in ("uniform", "none"):
-            return {}
-        if text.startswith("{"):
-            return parse_weights(json.loads(text), tasks)
-        out: dict[str, float] = {}
-        for part in text.replace(";", ",").split(","):
-            key, sep, value = part.partition("=")
-            if not sep:
-                raise ValueError(f"weights must look like 's=1,d=0.1', got {weights!r}")
-            out[key.strip()] = float(value)
-        weights = out
-    if isinstance(weights, Mapping):
-        out = {str(k): float(v) for k, v in weights.items()}
-    else:
-        values = [float(v) for v in weights]
-        if len(values) != len(tasks):
-            raise ValueError(f"{len(values)} weights for tasks {tasks!r}; give one per task")
-        out = dict(zip(tasks, values, strict=True))
-    for k in out:
-        get_task(k)
-        if k not in tasks:
-            raise ValueError(f"weight for task {k!r} which is not in tasks {tasks!r}")
-    return out
-
-
-def weights_key(weights: Any, tasks: str) -> str:
-    """Normalised weights (sum 1, 4 significant digits, registry order); ``""`` when uniform.
-
-    Equal weights are uniform whatever their scale, and a task without a weight counts as 0
-    (:func:`tasks.losses.weighted_sum`: weight 0 = task skipped).
-    """
-    w = parse_weights(weights, tasks)
-    if not w:
-        return ""
-    values = np.array([w.get(k, 0.0) for k in tasks], dtype=float)
-    total = values.sum()
-    if total <= 0 or not np.isfinite(total):
-        raise ValueError(f"weights must be finite with a positive sum, got {weights!r}")
-    if np.allclose(values, values[0]):
-        return ""
-    values = values / total
-    return ",".join(f"{k}={v:.4g}" for k, v in zip(tasks, values, strict=True))
-
-
-def weights_label(weights: Any, tasks: str) -> str:
-    """Display form of the weights as given (``"uniform"`` when uniform)."""
-    w = parse_weights(weights, tasks)
-    if not w or weights_key(w, tasks) == "":
-        return "uniform"
-    return ",".join(f"{k}={w[k]:g}" for k in tasks if k in w)
-
-
 def combo_label(tasks: str, wkey: str = "", encoder: str = "") -> str:
     """The combination's name: ``"sd"``, ``"sd[s=0.1,d=0.9]"``, ``"sd@resnet50"``."""
     return tasks + (f"[{wkey}]" if wkey else "") + (f"@{encoder}" if encoder else "")
@@ -248,7 +189,7 @@ def make_run_data(
     ]
     several = t["encoder"].nunique() > 1
     w_raw = list(t["weights"])
-    t["weights"] = [weights_label(w, k) for w, k in zip(w_raw, t["tasks"], strict=True)]
+    t["weights"] = [format_weights(w, k) for w, k in zip(w_raw, t["tasks"], strict=True)]
     t["combo"] = [
         combo_label(k, weights_key(w, k), e if several else "")
         for w, k, e in zip(w_raw, t["tasks"], t["encoder"], strict=True)

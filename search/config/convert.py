@@ -24,6 +24,7 @@ import yaml
 
 from rts.search.config.schema import RESULT_NEUTRAL_SECTIONS, ConfigError, SearchConfig, space_size
 from rts.search.config.validate import validate
+from rts.tasks.parsing import parse_fraction
 
 
 def load_config(
@@ -65,7 +66,7 @@ _OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\
 
 def apply_overrides(raw: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """A copy of ``raw`` with every ``path=value`` override applied (``value`` parsed as YAML)."""
-    out = _deepcopy(raw)
+    out = _plain(raw)
     for item in overrides:
         m = _OVERRIDE.match(item)
         if not m:
@@ -236,36 +237,20 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
 
 def _float(value: Any, path: str) -> float:
     """A float from a number or a fraction string such as ``"8/255"``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{path}: expected a number, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(?:/\s*([0-9.eE+-]+)\s*)?", value)
-        if m:
-            try:
-                num = float(m.group(1))
-                den = float(m.group(2)) if m.group(2) else 1.0
-                if den != 0:
-                    return num / den
-            except ValueError:
-                pass
-    raise ConfigError(f"{path}: expected a number or a fraction such as 8/255, got {value!r}")
+    try:
+        return parse_fraction(value)
+    except ValueError:
+        raise ConfigError(
+            f"{path}: expected a number or a fraction such as 8/255, got {value!r}"
+        ) from None
 
 
 def _plain(value: Any) -> Any:
+    """A deep copy as plain YAML data: mappings become dicts, tuples lists."""
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    return value
-
-
-def _deepcopy(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _deepcopy(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_deepcopy(v) for v in value]
     return value
 
 

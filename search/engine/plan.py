@@ -17,32 +17,23 @@ from rts.search.engine.space import Space
 log = logging.getLogger(__name__)
 
 
-ENCODER_COST: dict[str, float] = {
-    "resnet18": 1.0,
-    "resnet34": 2.02,
-    "resnet50": 2.26,
-    "resnet101": 4.31,
-    "resnet152": 6.36,
-    "wide_resnet50_2": 6.30,
-    "wide_resnet101_2": 12.57,
-    "xception": 4.64,
-}
-"""Relative cost of one training epoch per encoder: forward GFLOPs at 224 px of the torchvision
-(timm for Xception) model divided by ResNet18's 1.81 GFLOPs. Decoders are not counted."""
-
-
 def encoder_cost(name: str) -> float:
-    """Relative epoch cost of encoder ``name`` (:data:`ENCODER_COST`; unknown ones count 1)."""
-    if name not in ENCODER_COST:
-        log.warning("no cost known for encoder %r; counting it like resnet18", name)
-    return ENCODER_COST.get(name, 1.0)
+    """Relative epoch cost of encoder ``name`` (:attr:`rts.models.EncoderSpec.cost`)."""
+    from rts.models import get_encoder
+
+    return get_encoder(name).cost
+
+
+def trial_units(epochs: float, encoder: str) -> float:
+    """Compute of ``epochs`` training epochs on ``encoder``, in ResNet18-epoch units."""
+    return epochs * encoder_cost(encoder)
 
 
 def exhaustive_cost(space: Space, epochs: int) -> tuple[int, float]:
     """Configurations and ResNet18-epoch units of training every configuration of ``space``
     for ``epochs`` epochs on its target encoder."""
     per_encoder = space.size // len(space.encoders)
-    units = sum(per_encoder * epochs * encoder_cost(e) for e in space.encoders)
+    units = sum(per_encoder * trial_units(epochs, e) for e in space.encoders)
     return space.size, units
 
 

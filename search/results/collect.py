@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from rts.search.engine.plan import encoder_cost
+from rts.search.engine.plan import trial_units
 from rts.search.engine.space import Candidate, decode
 from rts.search.engine.stages import failure_reason, stage_trial_id, trial_config, trial_counter
 from rts.search.results.tables import ATTACK_COLUMNS, HISTORY_KEYS, StageTables
@@ -55,7 +55,7 @@ def collect_stage(
                 m: _last(hist, m) if status != "failed" else math.nan
                 for m in ("vuln", "clean_error", "grad_bound", "grad_bound_all")
             },
-            "cost_units": reached * encoder_cost(encoder),
+            "cost_units": trial_units(reached, encoder),
             "wall_s": float(metrics.get("time_total_s", math.nan)),
             "node_id": str(metrics.get("node_id", "")),
             "hostname": str(metrics.get("hostname", "")),

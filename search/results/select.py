@@ -33,10 +33,8 @@ def rank_stage1(
     if pareto and len(ok):
         ok["_rank"] = 0
         full = ok["_full"] == 0
-        points = list(
-            zip(ok.loc[full, metric], ok.loc[full, "clean_error"].fillna(math.inf), strict=True)
-        )
-        ok.loc[full, "_rank"] = pareto_ranks(points)
+        clean = ok.loc[full, "clean_error"].fillna(math.inf)
+        ok.loc[full, "_rank"] = pareto_ranks(ok.loc[full, metric], clean)
         keys.insert(2, "_rank")
     ok = ok.sort_values(keys, kind="stable")
     return ok.drop(columns=[c for c in ok.columns if c.startswith("_")])

@@ -14,6 +14,8 @@ import pandas as pd
 from rts.search.engine.plan import exhaustive_cost
 from rts.search.engine.space import Space
 from rts.search.results.pareto import pareto_ranks
+from rts.search.results.recommend import baseline_row, best_row
+from rts.tasks.weights import format_weights
 
 
 @dataclass(frozen=True)
@@ -102,16 +104,13 @@ def summarize(
         else stage2
     )
     nan = math.nan
-    rec: Mapping[str, Any] = {}
-    if len(done):
-        rec = done.sort_values(["vuln", "clean_error", "trial_id"], kind="stable").iloc[0]
+    rec = best_row(done, "vuln", "trial_id")
     enc = str(rec.get("encoder", space.encoders[0])) if len(rec) else space.encoders[0]
 
     def pick(mask: pd.Series) -> Mapping[str, Any]:
-        sub = done[mask]
-        return sub.sort_values(["vuln", "trial_id"]).iloc[0] if len(sub) else {}
+        return best_row(done[mask], "vuln", "trial_id")
 
-    base = pick((done["aux"] == "") & (done["encoder"] == enc)) if len(done) else {}
+    base = baseline_row(done, "vuln", "trial_id", single=done["aux"] == "", encoder=enc)
     twin: Mapping[str, Any] = {}
     if len(rec) and rec["scheme"] != "uniform":
         twin = pick(
@@ -122,9 +121,7 @@ def summarize(
     stage2_wall = done["wall_s"].dropna() if len(done) else pd.Series(dtype=float)
     front: tuple = ()
     if pareto and len(done):
-        ranks = pareto_ranks(
-            list(zip(done["vuln"], done["clean_error"].fillna(math.inf), strict=True))
-        )
+        ranks = pareto_ranks(done["vuln"], done["clean_error"].fillna(math.inf))
         front = tuple(
             (str(r["trial_id"]), str(r["aux"]), float(r["vuln"]), float(r["clean_error"]))
             for (_, r), rank in zip(done.iterrows(), ranks, strict=True)
@@ -166,14 +163,6 @@ def summarize(
     )
 
 
-def weights_text(weights_json: str) -> str:
-    """``"uniform"`` or ``"d=1, s=0.1"`` for a weights JSON object."""
-    weights = json.loads(weights_json) if weights_json else {}
-    if not weights or max(weights.values()) - min(weights.values()) <= 1e-9:
-        return "uniform"
-    return ", ".join(f"{k}={v:.3g}" for k, v in weights.items())
-
-
 def _tasks_label(main: str, aux: str) -> str:
     return f"{main} + {{{', '.join(aux)}}}" if aux else f"{main} alone"
 
@@ -195,7 +184,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             lines.append(
                 f"Recommended auxiliary set: {{{', '.join(s.recommended_aux)}}} "
                 f"(train {label}, encoder {s.recommended_encoder}, weights "
-                f"{weights_text(s.recommended_weights)}; trial {s.recommended_trial})"
+                f"{format_weights(s.recommended_weights)}; trial {s.recommended_trial})"
             )
         else:
             lines.append(

@@ -60,13 +60,13 @@ def test_unknown_encoder_lists_choices():
 
 def test_duplicate_registration_is_refused():
     with pytest.raises(ValueError, match="already registered"):
-        register_encoder("resnet18", channels=512, stride=32)(lambda: torch.nn.Identity())
+        register_encoder("resnet18", channels=512, stride=32, cost=1.0)(lambda: torch.nn.Identity())
     assert ENCODERS["resnet18"].channels == 512
 
 
 def test_bad_stride_is_refused():
     with pytest.raises(ValueError, match="power of two"):
-        register_encoder("odd", channels=8, stride=24)(lambda: torch.nn.Identity())
+        register_encoder("odd", channels=8, stride=24, cost=1.0)(lambda: torch.nn.Identity())
     assert "odd" not in ENCODERS
 
 
@@ -108,3 +108,16 @@ def test_mismatched_or_unsafe_weights_are_refused(tmp_path):
 
 class _Pickled:
     """An arbitrary object: loading it would run pickle's object machinery."""
+
+
+def test_every_encoder_declares_a_cost_relative_to_resnet18():
+    """The search's compute accounting reads the cost from the registry (ResNet18 = 1)."""
+    assert ENCODERS["resnet18"].cost == 1.0
+    costs = {name: spec.cost for name, spec in ENCODERS.items()}
+    assert all(c > 0 for c in costs.values())
+    assert costs["resnet18"] < costs["resnet34"] < costs["resnet50"] < costs["resnet101"]
+
+
+def test_register_encoder_rejects_a_nonpositive_cost():
+    with pytest.raises(ValueError, match="cost must be > 0"):
+        register_encoder("free", channels=8, stride=32, cost=0.0)(lambda: torch.nn.Identity())

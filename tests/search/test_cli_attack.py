@@ -108,7 +108,7 @@ def test_attack_defaults_to_the_run_folder(run_dir, capsys):
         (["--norm", "l3"], "unknown norm 'l3'"),
         (["--norm", "l2-batch", "--attack", "apgd"], "does not support norm 'l2-batch'"),
         (["--steps", "0"], "--steps must be >= 1"),
-        (["--weights", "s:1"], "--weights takes task=weight pairs"),
+        (["--weights", "s:1"], "--weights: weights take task=weight pairs"),
         (["--tasks", "sk"], "attacked task(s) k not in the model"),
         (["--tasks", "sz"], "unknown task 'z'"),
     ],

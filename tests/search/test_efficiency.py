@@ -1,7 +1,7 @@
 """The search-efficiency benchmark's accounting and scoring, on hand-made results frames.
 
 Expected values are computed by hand from the frames (encoder costs from
-``search.results.ENCODER_COST``: ResNet18 = 1, ResNet50 = 2.26).
+``rts.models.EncoderSpec.cost``: ResNet18 = 1, ResNet50 = 2.26).
 """
 
 from __future__ import annotations

@@ -226,7 +226,7 @@ def test_pareto_search_with_searched_weights(local_ray, tmp_path):
         assert twin["scheme"] == "uniform"
         assert ((tops["aux"] == twin["aux"]) & (tops["scheme"] == "searched")).any()
     done = s2[s2["status"] == "completed"]
-    ranks = pareto_ranks(list(zip(done["vuln"], done["clean_error"], strict=True)))
+    ranks = pareto_ranks(done["vuln"], done["clean_error"])
     front = {t for t, r in zip(done["trial_id"], ranks, strict=True) if r == 0}
     assert {p[0] for p in out.summary.pareto} == front
     assert out.summary.recommended_trial in front

@@ -43,7 +43,7 @@ def row(tid, aux, vuln, *, status="completed", epochs=3, clean=0.5, scheme="unif
 def test_pareto_ranks_match_brute_force():
     rng = random.Random(0)
     points = [(rng.randint(0, 5), rng.randint(0, 5)) for _ in range(40)]
-    ranks = pareto_ranks(points)
+    ranks = pareto_ranks([p[0] for p in points], [p[1] for p in points])
     front = {
         i
         for i, p in enumerate(points)
@@ -157,7 +157,7 @@ def test_summary_compares_with_baseline_uniform_and_exhaustive():
     assert (s.exhaustive_configs, s.exhaustive_units) == (22, 220)
     text = format_summary(s, "runs/x")
     assert (
-        "Recommended auxiliary set: {s} (train d + {s}, encoder resnet18, weights s=0.1, d=1;"
+        "Recommended auxiliary set: {s} (train d + {s}, encoder resnet18, weights s=0.1,d=1;"
         in text
     )
     assert "| single-task baseline | 0.8 (-37.5% for the recommendation)" in text
