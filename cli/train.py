@@ -9,236 +9,130 @@ trains a hard-sharing model (:func:`models.build_model` + :func:`models.train`) 
 * ``metrics.parquet``: one row per epoch (train loss, validation loss and error, weights).
 
 Every option can also come from a YAML file (``--config FILE``, keys as the long options with
-``_`` or ``-``); options on the command line win over the file. Arguments are checked before
-torch is imported, so typos fail in well under a second.
+``_`` or ``-``) or a ``key=value`` override after the flags (``rts train --tasks sd --out r
+epochs=3``): the file, then the flags, then the overrides win, all read by the search's config
+converter (:mod:`rts.search.config.train`). Arguments are checked before torch is imported, so
+typos fail in well under a second.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rts.cli.attack import parse_weights
-from rts.tasks.registry import parse_tasks
+from rts.search.config.train import TRAIN_KEYS, TrainConfig, load_train_config
 
-WEIGHTING_SCHEMES = ("uniform", "manual", "optimal", "mtrobust", "gradnorm", "uncertainty")
-SCHEDULE_NAMES = ("code", "supplement")
-PRECISIONS = ("auto", "fp32", "bf16")
-CONVENTIONS = ("mtrobust", "taskgrouping")
-REQUIRED = ("tasks", "out")
-
-
-def _int(minimum: int) -> Callable[[Any, str], int]:
-    def convert(value: Any, name: str) -> int:
-        if isinstance(value, bool):
-            value = None
-        try:
-            number = int(value)
-            if isinstance(value, float) and number != value:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be an integer, got {value!r}") from None
-        if number < minimum:
-            raise ValueError(f"{name} must be >= {minimum}, got {number}")
-        return number
-
-    return convert
-
-
-def _float(positive: bool = False) -> Callable[[Any, str], float]:
-    def convert(value: Any, name: str) -> float:
-        try:
-            number = float(value) if not isinstance(value, bool) else math.nan
-        except (TypeError, ValueError):
-            number = math.nan
-        if not math.isfinite(number) or number < 0 or (positive and number == 0):
-            bound = "> 0" if positive else ">= 0"
-            raise ValueError(f"{name} must be a number {bound}, got {value!r}")
-        return number
-
-    return convert
-
-
-def _choice(choices: tuple[str, ...]) -> Callable[[Any, str], str]:
-    def convert(value: Any, name: str) -> str:
-        if value not in choices:
-            raise ValueError(f"unknown {name} {value!r}; choose from {', '.join(choices)}")
-        return value
-
-    return convert
-
-
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _bool(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _int_list(value: Any, name: str) -> list[int]:
-    """``"50,100"``, ``[50, 100]`` or ``""`` (none) → a list of integers >= 1."""
-    if isinstance(value, (int, str)) and not isinstance(value, bool):
-        items = [v for v in str(value).replace(" ", "").split(",") if v]
-    elif isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        raise ValueError(f"{name} must be a comma-separated list of epochs, got {value!r}")
-    return [_int(1)(v, name) for v in items]
-
-
-def _weights(value: Any, name: str) -> dict[str, float]:
-    if isinstance(value, Mapping):
-        return {str(k): _float()(v, f"{name}.{k}") for k, v in value.items()}
-    return parse_weights(_text(value, name)) or {}
-
-
-def _path(value: Any, name: str) -> Path:
-    return Path(_text(value, name)).expanduser()
-
-
-# name → (converter, default, help). ``None`` defaults mean "not set" (the library decides).
-OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str]] = {
-    "tasks": (_text, None, "tasks to train, e.g. 'sdn' or 's,d,n' (required)"),
-    "main": (_text, None, "main task (default: the first of --tasks)"),
-    "encoder": (_text, "resnet18", "encoder: resnet18/34/50/101/152, wide_resnet50_2, xception"),
-    "epochs": (_int(1), 150, "epochs of the schedule (default 150, the paper's)"),
-    "data": (_text, "synthetic", "'synthetic' or a Taskonomy folder (default synthetic)"),
-    "size": (_int(1), None, "image size in pixels (default 64)"),
-    "n": (_int(1), None, "synthetic images (default 256)"),
-    "data_seed": (_int(0), None, "seed of the synthetic data (default 0)"),
-    "convention": (_choice(CONVENTIONS), None, "label decoding: mtrobust (default), taskgrouping"),
-    "val_fraction": (_float(), None, "share of buildings held out for validation (0.2)"),
-    "out": (_path, None, "run folder for checkpoints and metrics (required)"),
-    "weighting": (_choice(WEIGHTING_SCHEMES), "uniform", "loss weighting (default uniform)"),
-    "weights": (_weights, None, "manual weights, e.g. 's=1,d=0.1,n=0'"),
-    "lam": (_float(), 0.1, "mtrobust: total weight of the auxiliaries (default 0.1)"),
-    "alpha": (_float(), 1.5, "gradnorm: asymmetry alpha (default 1.5)"),
-    "weighting_lr": (_float(True), 0.025, "gradnorm/uncertainty: Adam lr of the weights"),
-    "schedule": (_choice(SCHEDULE_NAMES), "code", "code (Adam 1e-3; default) or supplement"),
-    "lr": (_float(True), None, "initial learning rate (default: the schedule's)"),
-    "momentum": (_float(), None, "SGD momentum (default: the schedule's)"),
-    "weight_decay": (_float(), None, "weight decay (default: the schedule's, 0)"),
-    "milestones": (_int_list, None, "epochs where lr drops 10x, e.g. '120,140' ('' = none)"),
-    "batch_size": (_int(1), 32, "batch size (default 32)"),
-    "decoder_width": (_int(1), 256, "decoder base width (default 256 = MTRobust; 16 is tiny)"),
-    "encoder_weights": (_path, None, "local encoder state_dict to start from (weights_only)"),
-    "seed": (_int(0), 0, "seed of init, shuffling and flips (default 0)"),
-    "checkpoint_epochs": (_int_list, [], "also checkpoint after these epochs, e.g. '50,100'"),
-    "device": (_text, "auto", "auto, cpu or cuda[:i] (default auto)"),
-    "precision": (_choice(PRECISIONS), "auto", "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16"),
-    "threads": (_int(1), None, "torch CPU threads (default: torch's)"),
-    "flip": (_bool, True, "random horizontal flips (default on)"),
-    "resume": (_bool, False, "continue the run in --out from its last.pt"),
-    "progress": (_bool, True, "progress bar (default on)"),
+HELP: dict[str, str] = {
+    "tasks": "tasks to train, e.g. 'sdn' or 's,d,n' (required)",
+    "main": "main task (default: the first of --tasks)",
+    "encoder": "a registered encoder (default resnet18; a wrong name lists them)",
+    "epochs": "epochs of the schedule (default 150, the paper's)",
+    "data": "'synthetic' or a Taskonomy folder (default synthetic)",
+    "size": "image size in pixels (default 64)",
+    "n": "synthetic images (default 256)",
+    "data_seed": "seed of the synthetic data (default 0)",
+    "convention": "label decoding convention (default mtrobust)",
+    "val_fraction": "share of buildings held out for validation (0.2)",
+    "out": "run folder for checkpoints and metrics (required)",
+    "weighting": "a registered loss weighting (default uniform)",
+    "weights": "manual weights, e.g. 's=1,d=0.1,n=0'",
+    "lam": "mtrobust: total weight of the auxiliaries (default 0.1)",
+    "alpha": "gradnorm: asymmetry alpha (default 1.5)",
+    "weighting_lr": "gradnorm/uncertainty: Adam lr of the weights",
+    "schedule": "a registered schedule: code (Adam 1e-3; default), supplement, ...",
+    "lr": "initial learning rate (default: the schedule's)",
+    "momentum": "SGD momentum (default: the schedule's)",
+    "weight_decay": "weight decay (default: the schedule's, 0)",
+    "milestones": "epochs where lr drops 10x, e.g. '120,140' ('' = none)",
+    "batch_size": "batch size (default 32)",
+    "decoder_width": "decoder base width (default 256 = MTRobust; 16 is tiny)",
+    "encoder_weights": "local encoder state_dict to start from (weights_only)",
+    "seed": "seed of init, shuffling and flips (default 0)",
+    "checkpoint_epochs": "also checkpoint after these epochs, e.g. '50,100'",
+    "device": "auto, cpu or cuda[:i] (default auto)",
+    "precision": "auto (bf16 on CUDA, fp32 on CPU), fp32, bf16",
+    "threads": "torch CPU threads (default: torch's)",
+    "flip": "random horizontal flips (default on)",
+    "resume": "continue the run in --out from its last.pt",
+    "progress": "progress bar (default on)",
 }
-_FLAGS = {"flip": "--no-flip", "progress": "--no-progress", "resume": "--resume"}
+"""Help per option; the options themselves are the fields of :class:`TrainConfig`."""
+
+_FLAGS = {"flip": ("--no-flip", False), "progress": ("--no-progress", False)}
+_FLAGS["resume"] = ("--resume", True)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Declare ``rts train``."""
+    """Declare ``rts train``: one flag per :class:`TrainConfig` field, plus overrides."""
     p = subparsers.add_parser(
         "train",
         help="train a multi-task model",
         description=(
             "Train a hard-sharing multi-task model (one encoder, one decoder per task) and "
             "write config.yaml, epoch_XXX.pt checkpoints, last.pt and metrics.parquet to --out. "
-            "Options may also come from a YAML file (--config); the command line wins."
+            "Options may also come from a YAML file (--config) and key=value overrides; "
+            "the file, then the flags, then the overrides win."
         ),
     )
-    p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML file of options")
-    for name, (_, _default, text) in OPTIONS.items():
+    p.add_argument("--config", type=Path, default=None, help="YAML file of options")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="overrides, e.g. epochs=3 lr=1e-4"
+    )
+    for name in TRAIN_KEYS:
         if name in _FLAGS:
-            flag = _FLAGS[name]
+            flag, const = _FLAGS[name]
             p.add_argument(
                 flag,
                 dest=name,
                 action="store_const",
-                const=flag == "--resume",
+                const=const,
                 default=argparse.SUPPRESS,
-                help=text,
+                help=HELP[name],
             )
-            continue
-        p.add_argument(
-            "--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS, help=text
-        )
+        else:
+            p.add_argument(
+                "--" + name.replace("_", "-"),
+                dest=name,
+                default=argparse.SUPPRESS,
+                help=HELP[name],
+            )
     p.set_defaults(func=run)
     return p
 
 
-def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Defaults ← ``--config`` YAML ← command line, each value checked; torch is not imported."""
-    raw: dict[str, Any] = {}
-    config = getattr(args, "config", None)
-    if config is not None:
-        raw.update(_read_config(Path(config)))
-    raw.update({k: v for k, v in vars(args).items() if k in OPTIONS})
-    opts: dict[str, Any] = {}
-    for name, (convert, default, _) in OPTIONS.items():
-        value = raw.get(name)
-        opts[name] = default if value is None else convert(value, "--" + name.replace("_", "-"))
-    for name in REQUIRED:
-        if opts[name] is None:
-            raise ValueError(f"--{name} is required (on the command line or in --config)")
-    order = parse_tasks(opts["tasks"])
-    opts["main"] = parse_tasks(opts["main"]) if opts["main"] else order[0]
-    outside = [k for k in opts["main"] if k not in order]
-    if outside:
-        raise ValueError(f"--main {opts['main']!r} is not among --tasks {order!r}")
-    opts["tasks"] = order
-    if opts["weighting"] == "manual" and not opts["weights"]:
-        raise ValueError("--weighting manual needs --weights, e.g. 's=1,d=0.1'")
-    if opts["weights"] and opts["weighting"] != "manual":
-        raise ValueError(f"--weights is only used with --weighting manual, not {opts['weighting']}")
-    late = [e for e in opts["checkpoint_epochs"] if e > opts["epochs"]]
-    if late:
-        raise ValueError(f"--checkpoint-epochs {late} are after the last epoch {opts['epochs']}")
-    if opts["data"] != "synthetic" and not Path(opts["data"]).expanduser().is_dir():
-        raise FileNotFoundError(f"data folder not found: {opts['data']} (or use 'synthetic')")
-    if opts["encoder_weights"] is not None and not opts["encoder_weights"].is_file():
-        raise FileNotFoundError(f"encoder weights file not found: {opts['encoder_weights']}")
-    last = opts["out"] / "last.pt"
-    if last.exists() and not opts["resume"]:
-        raise ValueError(
-            f"{opts['out']} already holds a run (last.pt); pass --resume to continue it "
-            "or choose another --out"
-        )
+def resolve_options(args: argparse.Namespace) -> TrainConfig:
+    """The run's :class:`TrainConfig` from ``--config``, the flags and the overrides."""
+    flags = {k: v for k, v in vars(args).items() if k in TRAIN_KEYS}
+    # A flag's text is read like an override's value (YAML): --epochs 3 is epochs=3.
+    texts = [f"{k}={v}" for k, v in flags.items() if isinstance(v, str)]
+    plain = {k: v for k, v in flags.items() if not isinstance(v, str)}
+    return load_train_config(args.config, plain, [*texts, *getattr(args, "overrides", [])])
+
+
+def _options(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as the plain values the run uses: canonical tasks, paths, lists."""
+    import dataclasses
+
+    from rts.tasks.registry import parse_tasks
+
+    opts = dataclasses.asdict(cfg)
+    opts["tasks"] = parse_tasks(cfg.tasks)
+    opts["main"] = parse_tasks(cfg.main) if cfg.main else opts["tasks"][0]
+    opts["out"] = Path(cfg.out).expanduser()
+    opts["encoder_weights"] = (
+        Path(cfg.encoder_weights).expanduser() if cfg.encoder_weights else None
+    )
+    opts["weights"] = dict(cfg.weights or {})
+    opts["milestones"] = None if cfg.milestones is None else list(cfg.milestones)
+    opts["checkpoint_epochs"] = list(cfg.checkpoint_epochs)
     return opts
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping of options, got {type(raw).__name__}")
-    out = {}
-    for key, value in raw.items():
-        name = str(key).replace("-", "_")
-        if name not in OPTIONS:
-            raise ValueError(
-                f"{path}: unknown option {key!r}; choose from {', '.join(sorted(OPTIONS))}"
-            )
-        out[name] = value
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
     """Train, print the per-epoch table, and say where the files are."""
-    opts = resolve_options(args)
+    opts = _options(resolve_options(args))
 
     import dataclasses
 

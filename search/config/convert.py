@@ -18,13 +18,16 @@ import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 from rts.search.config.schema import RESULT_NEUTRAL_SECTIONS, ConfigError, SearchConfig, space_size
 from rts.search.config.validate import validate
 from rts.tasks.parsing import parse_fraction
+from rts.tasks.weights import parse_weights
+
+T = TypeVar("T")
 
 
 def load_config(
@@ -42,23 +45,26 @@ def load_config(
         ConfigError: unknown key, bad type or bad value, naming its path.
         FileNotFoundError: ``path`` does not exist.
     """
-    raw: Any = {}
-    if path is not None:
-        text = Path(path).read_text(encoding="utf-8")
-        try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"{path}: not valid YAML ({first})") from None
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config is a mapping of sections, got {_kind(raw)}")
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(read_yaml(path) if path is not None else {}, overrides)
     cfg = from_dict(raw)
     if check:
         validate(cfg)
     return cfg
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping in the YAML file ``path`` (``yaml.safe_load``; an empty file is ``{}``)."""
+    text = Path(path).read_text(encoding="utf-8")
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config is a mapping of keys, got {_kind(raw)}")
+    return raw
 
 
 _OVERRIDE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*)=(.*)$")
@@ -119,7 +125,13 @@ def _set(node: Any, key: str | int, value: Any, where: str) -> None:
 def from_dict(raw: Mapping[str, Any]) -> SearchConfig:
     """Convert a raw mapping (parsed YAML) into a :class:`SearchConfig`; types only, no registry
     checks. Unknown keys and wrong types raise :class:`ConfigError` with the value's path."""
-    return _convert_dataclass(SearchConfig, raw, "")
+    return convert(raw, SearchConfig)
+
+
+def convert(raw: Mapping[str, Any], cls: type[T]) -> T:
+    """Convert a raw mapping into the frozen dataclass ``cls`` (any config schema: the search's,
+    ``rts train``'s); unknown keys and wrong types raise :class:`ConfigError` naming the path."""
+    return _convert_dataclass(cls, raw, "")
 
 
 def to_dict(cfg: SearchConfig) -> dict[str, Any]:
@@ -206,8 +218,22 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             choices = ", ".join(str(a) for a in args)
             raise ConfigError(f"{path}: unknown value {value!r}; choose from {choices}")
         return value
+    if origin is dict:
+        if isinstance(value, str):  # "s=1,d=0.1": the one weights syntax
+            try:
+                value = parse_weights(value)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {_kind(value)}")
+        return {
+            _convert(k, args[0], path): _convert(v, args[1], f"{path}.{k}")
+            for k, v in value.items()
+        }
     if origin is tuple:
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
+        if isinstance(value, str):  # "a,b" on the command line; "" = empty
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, int | float) and not isinstance(value, bool):
             value = [value]  # a single item where a list is expected
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{path}: expected a list, got {_kind(value)}")
@@ -223,6 +249,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: expected true or false, got {value!r}")
         return value
     if tp is int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)  # an item of a comma-separated list
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {value!r}")
         return value

@@ -108,18 +108,27 @@ def test_yaml_config_and_command_line_override(tmp_path, capsys):
     ("extra", "message"),
     [
         (["--tasks", "sx"], "unknown task 'x'"),
-        (["--tasks", "sd", "--main", "n"], "--main 'n' is not among --tasks 'sd'"),
-        (["--tasks", "sd", "--epochs", "0"], "--epochs must be >= 1"),
-        (["--tasks", "sd", "--epochs", "two"], "--epochs must be an integer"),
+        (["--tasks", "sd", "--main", "n"], "main: 'n' is not among tasks 'sd'"),
+        (["--tasks", "sd", "--epochs", "0"], "epochs: must be >= 1, got 0"),
+        (["--tasks", "sd", "--epochs", "two"], "epochs: expected an integer, got 'two'"),
         (["--tasks", "sd", "--data", "/no/such/folder"], "data folder not found"),
-        (["--tasks", "sd", "--weighting", "manual"], "needs --weights"),
-        (["--tasks", "sd", "--weights", "s=1,d=1"], "only used with --weighting manual"),
-        (["--tasks", "sd", "--weighting", "equal"], "unknown --weighting 'equal'; choose from"),
-        (["--tasks", "sd", "--precision", "fp16"], "unknown --precision 'fp16'"),
+        (["--tasks", "sd", "--weighting", "manual"], "weights: weighting manual needs weights"),
+        (["--tasks", "sd", "--weights", "s=1,d=1"], "weights: only used with weighting manual"),
+        (
+            ["--tasks", "sd", "--weighting", "equal"],
+            "weighting: unknown value 'equal'",
+        ),
+        (
+            ["--tasks", "sd", "--precision", "fp16"],
+            "choose from auto, bf16, fp32",
+        ),
         (["--tasks", "sd", "--epochs", "3", "--checkpoint-epochs", "5"], "after the last epoch"),
-        (["--tasks", "sd", "--lr", "-1"], "--lr must be a number > 0"),
-        (["--epochs", "3"], "--tasks is required"),
-        (["--tasks", "sd", "--encoder", "resnet19"], "unknown encoder 'resnet19'; choose from"),
+        (["--tasks", "sd", "--lr", "-1"], "lr: must be a number > 0"),
+        (["--epochs", "3"], "tasks: is required"),
+        (
+            ["--tasks", "sd", "--encoder", "resnet19"],
+            "encoder: unknown value 'resnet19'",
+        ),
         (["--tasks", "sk", "--weighting", "optimal"], "optimal weights cover auxiliaries"),
     ],
 )
@@ -135,7 +144,7 @@ def test_unknown_config_key_is_named(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("tasks: sd\nepoch: 3\n")
     assert main(["train", "--config", str(config), "--out", str(tmp_path / "r")]) == 2
-    assert "unknown option 'epoch'; choose from" in capsys.readouterr().err
+    assert "epoch: unknown key; choose from" in capsys.readouterr().err
 
 
 def test_bad_arguments_fail_before_torch_is_imported(tmp_path):
@@ -147,3 +156,37 @@ def test_bad_arguments_fail_before_torch_is_imported(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["2", "False"]
     assert "unknown task 'q'" in done.stderr
+
+
+def _registry_names() -> list[tuple[str, str]]:
+    import typing
+
+    from rts.models import ENCODERS, SCHEDULES
+    from rts.models.train import Precision
+    from rts.models.weighting import WEIGHTINGS
+    from rts.tasks.encoding import CONVENTIONS
+
+    names = [("encoder", n) for n in ENCODERS] + [("schedule", n) for n in SCHEDULES]
+    names += [("weighting", n) for n in WEIGHTINGS] + [("convention", n) for n in CONVENTIONS]
+    return names + [("precision", n) for n in typing.get_args(Precision)]
+
+
+@pytest.mark.parametrize(("key", "name"), _registry_names())
+def test_train_config_accepts_every_registered_name(tmp_path, key, name):
+    """Registry names are read from the registries: a new entry is accepted without edits."""
+    from rts.search.config.train import load_train_config
+
+    flags = {"tasks": "sd", "main": "s", "out": str(tmp_path / "r"), key: name}
+    if name == "manual":
+        flags["weights"] = "s=1,d=0.5"
+    cfg = load_train_config(None, flags)
+    assert getattr(cfg, key) == name
+
+
+def test_train_takes_key_value_overrides_after_the_flags(tmp_path):
+    from rts.search.config.train import load_train_config
+
+    flags = {"tasks": "sd", "out": str(tmp_path / "r")}
+    overrides = ["epochs=3", "milestones=1,2", "weighting=manual", "weights={s: 1, d: 2}"]
+    cfg = load_train_config(None, flags, overrides)
+    assert (cfg.epochs, cfg.milestones, cfg.weights) == (3, (1, 2), {"s": 1.0, "d": 2.0})
