@@ -182,7 +182,7 @@ def test_overrides_do_not_mutate_their_input():
 def test_yaml_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"not valid YAML"):
         load_config(write(tmp_path, "search: [unclosed\n"))
-    with pytest.raises(ConfigError, match=r"a config is a mapping of sections, got a list"):
+    with pytest.raises(ConfigError, match=r"a config is a mapping of keys, got a list"):
         load_config(write(tmp_path, "- 1\n- 2\n"))
     assert load_config(write(tmp_path, "")) == SearchConfig()
 
