@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,12 +16,22 @@ FOLDERS |= {"search": "rts/search", "cli": "rts/cli", "rts": "rts"}
 
 
 @pytest.fixture(scope="module")
-def wheel_files(tmp_path_factory) -> set[str]:
-    """The file list of a wheel built from this checkout (setuptools, no network)."""
+def wheel(tmp_path_factory) -> Path:
+    """A wheel built from this checkout (setuptools, no network); leaves no build/ behind."""
     out = tmp_path_factory.mktemp("wheel")
+    had_build = (ROOT / "build").exists()
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*cmd, "-w", str(out), str(ROOT)], check=True, capture_output=True)
-    (wheel,) = out.glob("*.whl")
+    try:
+        subprocess.run([*cmd, "-w", str(out), str(ROOT)], check=True, capture_output=True)
+    finally:
+        if not had_build:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
+    (path,) = out.glob("*.whl")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wheel_files(wheel) -> set[str]:
     with zipfile.ZipFile(wheel) as zf:
         return set(zf.namelist())
 
@@ -57,3 +68,21 @@ def test_rts_imports_from_any_folder_even_one_with_its_own_models_package(tmp_pa
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert proc.stdout.split() == ["True", "build_model"]
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_imports_and_runs(wheel, tmp_path):
+    """Installed from the wheel (not the editable checkout), every layer imports."""
+    target = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index"]
+    subprocess.run([*pip, "--target", str(target), str(wheel)], check=True, capture_output=True)
+    code = (
+        "import rts.cli, rts.search.report.html, rts.search.results.pipeline, rts.attacks; "
+        "print(rts.attacks.__file__)"
+    )
+    env = {"PYTHONPATH": str(target), "PATH": ""}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().startswith(str(target))
