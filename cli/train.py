@@ -111,6 +111,18 @@ def resolve_options(args: argparse.Namespace) -> TrainConfig:
     return load_train_config(args.config, plain, [*texts, *getattr(args, "overrides", [])])
 
 
+def with_skill(frame: Any, train_set: Any, val_set: Any, tasks: str) -> Any:
+    """``frame`` (one row per epoch) with ``skill/<task>`` = 1 − val error / the validation
+    error of the training split's per-pixel mean (majority class for ``s``)."""
+    from rts.attacks.skill import fit_trivial, skill, trivial_errors
+
+    trivial = trivial_errors(fit_trivial(train_set.batches(64), tasks), val_set.batches(64), tasks)
+    frame = frame.copy()
+    for k in tasks:
+        frame[f"skill/{k}"] = [skill(v, trivial[k]) for v in frame[f"val_error/{k}"]]
+    return frame
+
+
 def _options(cfg: TrainConfig) -> dict[str, Any]:
     """The config as the plain values the run uses: canonical tasks, paths, lists."""
     import dataclasses
@@ -139,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import yaml
 
+    from rts.attacks.skill import skill_flag
     from rts.models import (
         SCHEDULES,
         WeightingSpec,
@@ -149,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
         resolve_device,
         train,
     )
+    from rts.search.results.tables import write_parquet
     from rts.tasks.data import DataSpec, load_data
     from rts.tasks.io import atomic_write_text
 
@@ -226,11 +240,17 @@ def run(args: argparse.Namespace) -> int:
         progress=opts["progress"],
         meta={"data": dataclasses.asdict(data_spec), "main": opts["main"]},
     )
-    frame = records_frame(records)
+    frame = with_skill(records_frame(records), train_set, val_set, tasks)
+    write_parquet(frame, out / "metrics.parquet")
     shown = ["epoch", "seconds"] + [
-        c for c in frame.columns if c.split("/")[0] in ("train_loss", "val_error", "weight")
+        c
+        for c in frame.columns
+        if c.split("/")[0] in ("train_loss", "val_error", "skill", "weight")
     ]
     print(frame[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    flag = skill_flag(tasks, opts["main"], float(frame[f"skill/{opts['main']}"].iloc[-1]))
+    if flag:
+        print(flag, file=sys.stderr)
     checkpoints = sorted(p.name for p in out.glob("epoch_*.pt"))
     print(f"wrote {out}: {', '.join(checkpoints)}, last.pt, metrics.parquet, config.yaml")
     return 0

@@ -68,6 +68,8 @@ def recommendation(run: RunData, table: pd.DataFrame | None = None) -> dict[str,
         target=float(best["target"]),
         target_attack=best["target_attack"],
         clean_error=float(best["clean_error"]),
+        skill=float(best.get("skill", math.nan)),
+        baseline_skill=float(single.get("skill", math.nan)) if len(single) else math.nan,
         baseline=baseline,
         change=(float(best["target"]) - baseline) / baseline
         if baseline and not math.isnan(baseline)

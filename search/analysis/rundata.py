@@ -70,6 +70,7 @@ TRIAL_DEFAULTS: dict[str, Any] = {
     "status": FINISHED,
     "wall_s": math.nan,
     "clean_error": math.nan,
+    "skill": math.nan,
     "vuln": math.nan,
 }
 
@@ -293,8 +294,10 @@ def combinations(run: RunData) -> pd.DataFrame:
     Columns: ``combo``, ``tasks``, ``main``, ``weights``, ``n_tasks``, ``encoder`` (the
     candidate's target encoder), ``role`` (of its stage-2 trial), ``target`` (NaN without a
     completed stage-2 trial), ``target_attack``, ``clean_error`` (target trials' main-task clean
-    error), ``target_cost`` (mean seconds of its target trials), ``target_epochs``, ``n_target``,
-    ``surrogate_trials`` (ids, ``;``-joined). Sorted by target (best first), then by combo.
+    error), ``skill`` (their main-task skill against the training mean; NaN when the run did
+    not record it), ``target_cost`` (mean seconds of its target trials), ``target_epochs``,
+    ``n_target``, ``surrogate_trials`` (ids, ``;``-joined). Sorted by target (best first), then
+    by combo.
     """
     t = run.trials
     if t.empty:
@@ -308,6 +311,7 @@ def combinations(run: RunData) -> pd.DataFrame:
     agg = tg.groupby("combo").agg(
         target=("target", "mean"),
         clean_error=("clean_error", "mean"),
+        skill=("skill", "mean"),
         target_cost=("wall_s", "mean"),
         target_epochs=("epochs", "mean"),
         n_target=("trial_id", "size"),
@@ -334,6 +338,7 @@ COMBO_COLUMNS: tuple[str, ...] = (
     "target",
     "target_attack",
     "clean_error",
+    "skill",
     "target_cost",
     "target_epochs",
     "n_target",

@@ -151,6 +151,7 @@ def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec
 # The real trial: models.train with a report after every epoch, attacks.evaluate_robustness
 
 _DATA_CACHE: dict[tuple, tuple[Any, Any]] = {}
+_TRIVIAL_CACHE: dict[tuple, dict[str, float]] = {}
 
 
 def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
@@ -165,6 +166,20 @@ def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
         data_spec = DataSpec(**dataclasses.asdict(spec.data))  # DataConfig has its fields
         _DATA_CACHE[key] = load_data(data_spec, tasks, workers=spec.threads)
     return _DATA_CACHE[key]
+
+
+def _trivial_errors(spec: TrialSpec, train_set: Any, val_set: Any) -> dict[str, float]:
+    """Error of the trivial predictor (training-split mean) on the validation split, per task;
+    computed once per process and data (what every trial's skill is measured against)."""
+    from rts.attacks.skill import fit_trivial, trivial_errors
+
+    tasks = spec.data_tasks or spec.tasks
+    key = (spec.data, tasks)
+    if key not in _TRIVIAL_CACHE:
+        _TRIVIAL_CACHE.clear()
+        trivial = fit_trivial(train_set.batches(64), tasks)
+        _TRIVIAL_CACHE[key] = trivial_errors(trivial, val_set.batches(64), tasks)
+    return _TRIVIAL_CACHE[key]
 
 
 def load_trial_fn(name: str) -> TrialFn:
@@ -220,6 +235,7 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
     train_set, val_set = _datasets(spec)
+    trivial = _trivial_errors(spec, train_set, val_set)
     probe = val_set.subset(list(range(min(len(val_set), spec.attack.images))))
     width = spec.decoder_width or DEFAULT_DECODER_WIDTH
     model = build_model(spec.encoder, spec.tasks, decoder_width=width, seed=spec.seed).to(device)
@@ -236,8 +252,9 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
 
         if resume is None and spec.stage == 1:
             _, errors = clean_evaluate(model, val_set, batch_size=spec.batch_size)
-            metrics = {"epoch": 0, **_clean_metrics(errors, spec.main)}
+            metrics = {"epoch": 0, **_clean_metrics(errors, spec.main, trivial)}
             metrics.update(attack_metrics(model, probe, spec))
+            metrics["spread"] = main_spread(model, probe, spec.main)
             session.report(metrics)
         if spec.epochs == 0:  # a zero-training screen: the evaluation at initialisation only
             return
@@ -250,10 +267,11 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
                 "train_loss": sum(
                     weights[k] * v for k, v in record.train_loss.items() if weights.get(k)
                 ),
-                **_clean_metrics(record.val_error, spec.main),
+                **_clean_metrics(record.val_error, spec.main, trivial),
             }
             if spec.stage == 1 or record.epoch == spec.epochs:
                 metrics.update(attack_metrics(model, probe, spec))
+                metrics["spread"] = main_spread(model, probe, spec.main)
             session.report(metrics, write_state)
             return True
 
@@ -279,10 +297,39 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
         )
 
 
-def _clean_metrics(errors: Mapping[str, float], main: str) -> dict[str, float]:
+def _clean_metrics(
+    errors: Mapping[str, float], main: str, trivial: Mapping[str, float]
+) -> dict[str, float]:
+    """``clean_<task>``, ``skill_<task>`` (against the training mean) and the main task's
+    ``clean_error`` and ``skill``."""
+    from rts.attacks.skill import skills
+
     out = {f"clean_{k}": float(v) for k, v in errors.items()}
+    out.update({f"skill_{k}": v for k, v in skills(errors, trivial).items()})
     out["clean_error"] = float(errors[main])
+    out["skill"] = out.get(f"skill_{main}", math.nan)
     return out
+
+
+def main_spread(model: Any, probe: Any, main: str) -> float:
+    """How much the main task's prediction varies across the probe images, relative to its
+    labels (:func:`rts.attacks.skill.prediction_spread`; NaN for segmentation)."""
+    import torch
+
+    from rts.attacks.skill import prediction_spread
+
+    if main == "s" or len(probe) < 2:
+        return math.nan
+    x, y = next(iter(probe.batches(min(len(probe), 64))))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            pred = model(x.to(device), main)[main].float().cpu()
+    finally:
+        model.train(was_training)
+    return prediction_spread(pred, y[main])
 
 
 def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:

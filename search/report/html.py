@@ -178,6 +178,23 @@ def _pct(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:+.0f}%"
 
 
+def _skill_lines(rec: Mapping[str, Any]) -> list[str]:
+    """What the recommendation's skill says about its vulnerability (before the headline)."""
+    from rts.attacks.skill import skill_flag
+
+    value = float(rec.get("skill", math.nan))
+    flag = skill_flag(rec["tasks"], rec["main"], value)
+    if math.isnan(value):
+        return [f"This run did not record the models' skill: {flag}."]
+    if flag:
+        return [f"**Not trusted**: {flag}."]
+    base = float(rec.get("baseline_skill", math.nan))
+    return [
+        f"Main-task skill (1 − error / error of the training mean): {fmt(value)}"
+        + (f", single-task baseline {fmt(base)}." if not math.isnan(base) else ".")
+    ]
+
+
 def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[str]:
     """The recommendation as plain sentences (Markdown emphasis, escaped later for HTML)."""
     lines: list[str] = []
@@ -204,6 +221,8 @@ def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[st
         f"**{fmt(rec['target'])}** ({rec['target_attack']}), clean error "
         f"{fmt(rec['clean_error'])}; best of {rec['n']} combination(s) with a target."
     )
+    notes = _skill_lines(rec)
+    lines[-1:] = notes + lines[-1:] if notes[0].startswith("**Not") else lines[-1:] + notes
     if not aux:
         lines.append(
             "No auxiliary task set that was tried made the main task more robust than training "

@@ -53,7 +53,7 @@ def collect_stage(
             "failure": failure_reason(error),
             **{
                 m: _last(hist, m) if status != "failed" else math.nan
-                for m in ("vuln", "clean_error", "grad_bound", "grad_bound_all")
+                for m in ("vuln", "clean_error", "skill", "spread", "grad_bound", "grad_bound_all")
             },
             "cost_units": trial_units(reached, encoder),
             "wall_s": float(metrics.get("time_total_s", math.nan)),
@@ -65,7 +65,9 @@ def collect_stage(
             "checkpoint": "",
         }
         for key, value in metrics.items():
-            if key.startswith(("clean_", "vuln_", "adv_")) and isinstance(value, int | float):
+            if key.startswith(("clean_", "skill_", "vuln_", "adv_")) and isinstance(
+                value, int | float
+            ):
                 row[key] = float(value) if status != "failed" else math.nan
         rows.append(row)
         histories.append(hist)
@@ -99,7 +101,8 @@ def candidate_columns(cand: Candidate) -> dict[str, Any]:
 def _history(df: pd.DataFrame | None, trial_id: str, stage: int) -> pd.DataFrame:
     if df is None or df.empty or "epoch" not in df.columns:
         return _empty_history()
-    keep = [c for c in df.columns if c in HISTORY_KEYS or c.startswith(("clean_", "vuln_"))]
+    prefixes = ("clean_", "skill_", "vuln_")
+    keep = [c for c in df.columns if c in HISTORY_KEYS or c.startswith(prefixes)]
     out = df[keep].copy()
     out["time_s"] = df["time_total_s"] if "time_total_s" in df.columns else math.nan
     for key in HISTORY_KEYS:

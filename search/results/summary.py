@@ -49,6 +49,11 @@ class Summary:
         aggregate: how the attack ensemble is combined (``worst`` or ``mean``).
         attacks: the stage-2 attacks.
         pareto: stage-2 Pareto front (trial id, aux, vuln, clean error) in Pareto mode.
+        skill: the recommendation's main-task skill (1 − error / error of the training mean).
+        baseline_skill: the single-task baseline's.
+        skill_flags: one line per stage-2 model that has not learned its main task (skill ≤ 0,
+            or a prediction that barely changes between images): their vulnerability says
+            nothing, and the recommendation is not trusted if it is among them.
     """
 
     main: str
@@ -77,6 +82,9 @@ class Summary:
     aggregate: str
     attacks: tuple[str, ...]
     pareto: tuple[tuple[str, str, float, float], ...] = field(default=())
+    skill: float = math.nan
+    baseline_skill: float = math.nan
+    skill_flags: tuple[str, ...] = field(default=())
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -160,7 +168,33 @@ def summarize(
         aggregate=aggregate,
         attacks=tuple(attacks),
         pareto=front,
+        skill=_value(rec, "skill"),
+        baseline_skill=_value(base, "skill"),
+        skill_flags=_skill_flags(done, space.main),
     )
+
+
+def _value(row: Mapping[str, Any], column: str) -> float:
+    value = row.get(column, math.nan) if len(row) else math.nan
+    return float(value) if value is not None else math.nan
+
+
+def _skill_flags(done: pd.DataFrame, main: str) -> tuple[str, ...]:
+    """:func:`rts.attacks.skill.skill_flag` of every completed stage-2 model that needs one."""
+    from rts.attacks.skill import skill_flag
+
+    flags = []
+    for _, row in done.iterrows():
+        name = short_label(main, str(row["aux"]))
+        line = skill_flag(name, main, _value(row, "skill"), _value(row, "spread"))
+        if line:
+            flags.append(line)
+    return tuple(flags)
+
+
+def short_label(main: str, aux: str) -> str:
+    """A model's compact name: ``"d+Dn"`` (main + auxiliaries), ``"d"`` alone."""
+    return f"{main}+{aux}" if aux else main
 
 
 def _tasks_label(main: str, aux: str) -> str:
@@ -176,6 +210,15 @@ def _pct(new: float, old: float) -> str:
 def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     """The summary as the text ``rts search`` prints (Markdown-friendly)."""
     lines = [f"## Search summary: main task {s.main!r}", ""]
+    rec_label = short_label(s.main, s.recommended_aux)
+    flagged = any(f.startswith(f"{rec_label}:") for f in s.skill_flags)
+    if s.recommended_trial and flagged and not math.isnan(s.skill):
+        lines += [
+            f"**Not trusted**: the recommended model has not learned {s.main!r} (main-task "
+            f"skill {s.skill:.2f}); its vulnerability says nothing. Train longer or on more "
+            "data before reading the ranking.",
+            "",
+        ]
     if not s.recommended_trial:
         lines.append("No stage-2 trial completed: no recommendation (see the failure column).")
     else:
@@ -195,29 +238,37 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
         attack = f"{s.aggregate} case of {', '.join(s.attacks)}"
         lines += [
             "",
-            f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error |",
-            "| --- | --- | --- |",
-            f"| recommended: {label} | {s.vuln:.4g} | {s.clean_error:.4g} |",
+            f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error "
+            f"| {s.main} skill |",
+            "| --- | --- | --- | --- |",
+            f"| recommended: {label} | {s.vuln:.4g} | {s.clean_error:.4g} | {s.skill:.3g} |",
         ]
         if not math.isnan(s.baseline_vuln):
             lines.append(
                 f"| single-task baseline | {s.baseline_vuln:.4g} ({_pct(s.vuln, s.baseline_vuln)} "
-                f"for the recommendation) | {s.baseline_clean_error:.4g} |"
+                f"for the recommendation) | {s.baseline_clean_error:.4g} "
+                f"| {s.baseline_skill:.3g} |"
             )
         elif s.recommended_aux:
-            lines.append("| single-task baseline | not trained (stage2.baseline: false) | |")
+            lines.append("| single-task baseline | not trained (stage2.baseline: false) | | |")
         if not math.isnan(s.uniform_vuln):
             lines.append(
                 f"| same tasks, uniform weights | {s.uniform_vuln:.4g} "
-                f"({_pct(s.vuln, s.uniform_vuln)} for the recommendation) | |"
+                f"({_pct(s.vuln, s.uniform_vuln)} for the recommendation) | | |"
             )
         if s.best_uniform_aux and s.best_uniform_aux != s.recommended_aux:
             lines.append(
                 f"| best uniform-weight alternative: {_tasks_label(s.main, s.best_uniform_aux)} "
-                f"| {s.best_uniform_vuln:.4g} | |"
+                f"| {s.best_uniform_vuln:.4g} | | |"
             )
         elif s.best_uniform_aux == s.recommended_aux and s.best_uniform_aux:
-            lines.append("| (the recommendation is also the best uniform-weight candidate) | | |")
+            lines.append("| (the recommendation is also the best uniform-weight candidate) | | | |")
+    if s.skill_flags:
+        lines += [
+            "",
+            "Models that have not learned the main task (skill against the training mean):",
+        ]
+        lines += [f"- {f}" for f in s.skill_flags]
     if s.pareto:
         lines += ["", "Pareto front (vulnerability vs clean error):"]
         lines += [

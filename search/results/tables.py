@@ -9,7 +9,16 @@ import pandas as pd
 
 from rts.tasks.io import atomic_path
 
-HISTORY_KEYS = ("epoch", "train_loss", "clean_error", "vuln", "grad_bound", "grad_bound_all")
+HISTORY_KEYS = (
+    "epoch",
+    "train_loss",
+    "clean_error",
+    "skill",
+    "spread",
+    "vuln",
+    "grad_bound",
+    "grad_bound_all",
+)
 """History columns always present (NaN when a trial did not report them)."""
 
 

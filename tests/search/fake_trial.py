@@ -37,6 +37,9 @@ MARGINAL = {
 }
 """Marginal vulnerability of each auxiliary task in the fake oracle (negative = more robust)."""
 
+FAKE_SKILL = 0.8
+"""Main-task skill every fake model reports: they all "learned", so no skill flag is raised."""
+
 ENCODER_FACTOR = {"resnet18": 1.0, "resnet34": 1.05, "resnet50": 1.1}
 """Multiplicative vulnerability factor of an encoder in the fake oracle (others: 1.0)."""
 
@@ -121,12 +124,15 @@ class FakeTrial:
             "vuln": vuln,
             "grad_bound": 0.5 * vuln,
             "grad_bound_all": fake_grad_bound_all(cand, spec.encoder),
+            "skill": FAKE_SKILL,
+            "spread": 1.0,
         }
         if self.noise and spec.stage == 1:
             for key in ("vuln", "grad_bound", "grad_bound_all"):
                 out[key] += self.noise * surrogate_error(cand, spec.seed, epoch, key)
         for k in cand.tasks:
             out[f"clean_{k}"] = clean
+            out[f"skill_{k}"] = FAKE_SKILL
         if spec.stage == 2 and epoch == spec.epochs:
             rows = []
             for i, name in enumerate(spec.attacks):

@@ -57,6 +57,9 @@ def test_train_writes_checkpoints_metrics_config_and_resumes(tmp_path, capsys):
     metrics = pd.read_parquet(out / "metrics.parquet")
     assert list(metrics["epoch"]) == [1, 2]
     assert {"train_loss/s", "val_loss/d", "val_error/d", "weight/s"} <= set(metrics.columns)
+    # skill = 1 - error / the trivial predictor's: finite, at most 1, and printed per epoch
+    assert "skill/d" in printed and (metrics["skill/d"] <= 1).all()
+    assert metrics[["skill/s", "skill/d"]].notna().all().all()
     model, meta = load_checkpoint(out / "epoch_002.pt", encoder="resnet18", tasks="sd")
     assert model.tasks == "sd" and meta["epoch"] == 2 and meta["main"] == "s"
     assert meta["data"]["size"] == 32 and meta["data"]["n"] == 24

@@ -153,3 +153,33 @@ def test_report_accepts_a_precomputed_table(tmp_path):
     table = analyze(run, surrogates=["vuln@3"], n_resamples=9)
     html = write_report(run, tmp_path, table=table)["html"].read_text(encoding="utf-8")
     assert "<td>vuln@3</td>" in html and "<td>vuln@1</td>" not in html
+
+
+def _rec(skill: float, baseline_skill: float = 0.7) -> dict:
+    return {
+        "status": "target",
+        "combo": "dD",
+        "tasks": "dD",
+        "main": "d",
+        "weights": "uniform",
+        "encoder": "resnet18",
+        "target": 0.2,
+        "target_attack": "worst",
+        "clean_error": 0.01,
+        "n": 3,
+        "baseline": 0.4,
+        "change": -0.5,
+        "skill": skill,
+        "baseline_skill": baseline_skill,
+        "surrogate": None,
+    }
+
+
+def test_recommendation_of_a_model_without_skill_opens_with_not_trusted():
+    from rts.search.report.html import recommendation_lines
+
+    lines = recommendation_lines(_rec(-0.4), pd.DataFrame())
+    assert lines[0].startswith("**Not trusted**") and "skill -0.40" in lines[0]
+    good = recommendation_lines(_rec(0.62), pd.DataFrame())
+    assert good[0].startswith("Most robust combination found")
+    assert any("Main-task skill" in line and "0.62" in line and "0.7" in line for line in good)

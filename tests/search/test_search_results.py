@@ -251,3 +251,26 @@ def test_a_trial_without_a_saved_config_means_the_stage_was_interrupted(tmp_path
     Grid.num_errors = 0
     Grid.num_terminated = 2
     _check_complete(Grid([done, done]), 2, 2, paths)  # complete: no error
+
+
+def test_summary_flags_models_without_skill_and_distrusts_such_a_recommendation():
+    table = stage2_table()
+    table["skill"] = 0.7
+    table["spread"] = 0.9
+    table.loc[table["trial_id"] == "s2-0002", "skill"] = -4.1  # the recommendation (d+s)
+    table.loc[table["aux"] == "", "spread"] = 0.01  # the baseline ignores the image
+    s = summarize(table.iloc[:0], table, sp(), stage2_epochs=1, aggregate="worst", attacks=())
+    assert (s.recommended_aux, s.skill, s.baseline_skill) == ("s", -4.1, 0.7)
+    assert len(s.skill_flags) == 2
+    text = format_summary(s)
+    first = text.splitlines()[2]
+    assert first.startswith("**Not trusted**") and "skill -4.10" in first
+    assert "d+s: main-task skill -4.10: worse than the training mean" in text
+    assert "d: main-task skill 0.70 but its d prediction barely changes" in text
+
+
+def test_summary_of_models_that_learned_raises_no_flag():
+    table = stage2_table().assign(skill=0.6, spread=0.8)
+    s = summarize(table.iloc[:0], table, sp(), stage2_epochs=1, aggregate="worst", attacks=())
+    assert s.skill_flags == () and "Not trusted" not in format_summary(s)
+    assert "| recommended: d + {s} | 0.5 | 0.35 | 0.6 |" in format_summary(s)
