@@ -47,6 +47,9 @@ COLUMNS = (
 )
 """Columns of the table :func:`evaluate_robustness` returns."""
 
+IMAGE_COLUMNS = ("attack", "attacked", "task", "image", "clean_error", "adv_error")
+"""Columns of the per-example table ``evaluate_robustness(..., per_image=True)`` adds."""
+
 Batch = tuple[Tensor, Mapping[str, Tensor]]
 
 
@@ -141,6 +144,7 @@ def evaluate_robustness(
     errors: Mapping[str, PerSampleLoss] | None = None,
     attack_options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[int], None] | None = None,
+    per_image: bool = False,
 ):
     """Attack ``data`` with each attack on each attacked task set; a tidy DataFrame of results.
 
@@ -161,6 +165,7 @@ def evaluate_robustness(
         errors: per-task error overrides ``f_i`` (needed for keys outside the registry).
         attack_options: extra keyword arguments per attack (``{"wgd": {"gamma": 0.5}}``).
         progress: called with the number of examples finished after each batch.
+        per_image: also return the per-example errors (for intervals and paired tests).
 
     Returns:
         A DataFrame with :data:`COLUMNS`. Errors, losses and relative vulnerabilities are means
@@ -169,6 +174,8 @@ def evaluate_robustness(
         attacked set (attack weights), ``adv_vulnerability_model`` over all evaluated tasks
         (uniform, the published code's variant). Rows with ``attack == "worst"`` hold the
         per-sample worst case over the attacks (present when more than one attack runs).
+        With ``per_image=True``, a pair ``(table, images)``: ``images`` has one row per
+        (attack, attacked set, task, example) with :data:`IMAGE_COLUMNS`.
     """
     import pandas as pd
 
@@ -255,6 +262,7 @@ def evaluate_robustness(
     log.info("evaluated %d examples, %d attacks, %d task sets", seen, len(names), len(sets))
 
     rows = []
+    image_parts = []
     cat = {k: (torch.cat(clean_loss[k]), torch.cat(clean_err[k])) for k in eval_keys}
     for keys in sets:
         per_attack = {}
@@ -295,7 +303,24 @@ def evaluate_robustness(
                         "adv_vulnerability_model": _mean(v_model),
                     }
                 )
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+                if per_image:
+                    image_parts.append(
+                        pd.DataFrame(
+                            {
+                                "attack": name,
+                                "attacked": "".join(keys),
+                                "task": k,
+                                "image": range(int(e_clean.shape[0])),
+                                "clean_error": e_clean.double().numpy(),
+                                "adv_error": e_adv[k].double().numpy(),
+                            }
+                        )
+                    )
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    if not per_image:
+        return table
+    images = pd.concat(image_parts, ignore_index=True) if image_parts else None
+    return table, pd.DataFrame(columns=list(IMAGE_COLUMNS)) if images is None else images
 
 
 def _measure(

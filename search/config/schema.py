@@ -192,24 +192,30 @@ class AttackConfig:
         step_size: step size; ``None`` = the attack's default (eps/4 for PGD).
         target: attacked tasks: ``main`` (a single-task attack on the main task, the paper's
             default) or ``all`` (a multi-task attack on every task of the model).
-        images: validation images attacked per evaluation (the same ones in every trial).
+        images: validation images attacked per evaluation (the first ones, the same in every
+            trial); ``None`` = the whole held-out split.
         cheap: stage-1 attack, run after every epoch.
         cheap_steps: its steps.
         ensemble: stage-2 attacks.
         steps: steps of each stage-2 attack.
         aggregate: ``worst`` (per image, the strongest attack of the ensemble) or ``mean``.
+        statistic: what summarises the main task's per-image errors into the number trials are
+            ranked by (:data:`rts.attacks.statistics.STATISTICS`): ``mean`` (the paper's mean of
+            per-image relative increases), ``ratio_of_means`` (the published code's),
+            ``median``, ``adv_error``. Every stage-2 value carries a 95 % bootstrap interval.
     """
 
     eps: float = 8 / 255
     norm: Norm = "linf"
     step_size: float | None = None
     target: Literal["main", "all"] = "main"
-    images: int = 64
+    images: int | None = None
     cheap: str = "pgd"
     cheap_steps: int = 3
     ensemble: tuple[str, ...] = ("pgd", "apgd", "wgd")
     steps: int = 25
     aggregate: Literal["worst", "mean"] = "worst"
+    statistic: str = "mean"
 
 
 @dataclass(frozen=True)

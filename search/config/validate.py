@@ -183,8 +183,15 @@ def _check_attack(a: AttackConfig) -> None:
         _fail("attack.eps", f"must be in (0, 1], got {a.eps}")
     if a.step_size is not None and not a.step_size > 0:
         _fail("attack.step_size", f"must be > 0, got {a.step_size}")
-    if a.images < 1:
-        _fail("attack.images", f"must be >= 1, got {a.images}")
+    if a.images is not None and a.images < 1:
+        _fail("attack.images", f"must be >= 1 (or null: the whole held-out split), got {a.images}")
+    from rts.attacks.statistics import STATISTICS
+
+    if a.statistic not in STATISTICS:
+        _fail(
+            "attack.statistic",
+            f"unknown statistic {a.statistic!r}; choose from {', '.join(STATISTICS)}",
+        )
     if a.cheap_steps < 1:
         _fail("attack.cheap_steps", f"must be >= 1, got {a.cheap_steps}")
     if a.steps < 1:

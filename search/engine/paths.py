@@ -71,6 +71,11 @@ class RunPaths:
         return self.root / "attacks.parquet"
 
     @property
+    def images(self) -> Path:
+        """Stage-2 per-image errors of the main task (``results.tables.IMAGE_COLUMNS``)."""
+        return self.root / "images.parquet"
+
+    @property
     def checkpoints(self) -> Path:
         """Stage-2 model checkpoints, one folder per trial."""
         return self.root / "checkpoints"

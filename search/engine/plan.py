@@ -142,8 +142,9 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         + (" + single-task baseline" if s2.baseline else "")
         + (" + uniform-weight twins" if s2.uniform_twins else "")
         + f": <= {plan.stage2_trials_max} trials, {s2.epochs} epochs, "
-        f"{', '.join(a.ensemble)} ({a.steps} steps, eps {eps} {a.norm}, {a.aggregate} case) "
-        f"on {a.images} validation images",
+        f"{', '.join(a.ensemble)} ({a.steps} steps, eps {eps} {a.norm}, {a.aggregate} case)"
+        + (" on every held-out image" if a.images is None else f" on {a.images} held-out images")
+        + f", ranked by the {a.statistic} statistic",
         f"estimated trials: {plan.estimated_trials} (about {plan.units_expected:.0f} "
         f"ResNet18-epoch units, {ratio:.0%} of an exhaustive search of "
         f"{plan.exhaustive_configs} configurations = {plan.exhaustive_units:.0f} units)",

@@ -213,12 +213,15 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     images and the trial seed, so every trial is attacked on the same images with the same
     random starts.
 
-    Reported attack metrics: ``vuln`` (the main task's relative vulnerability under the
-    stage's attack, the ensemble aggregated per ``attack.aggregate``), ``vuln_<attack>`` (per
-    attack), ``rv_<task>`` (every task's relative vulnerability under the aggregate),
+    Reported attack metrics: ``vuln`` (the main task's vulnerability under the stage's attack,
+    the ensemble aggregated per ``attack.aggregate``, summarised by ``attack.statistic``),
+    ``vuln_<attack>`` (per attack), ``n_undefined`` (images with clean error 0, left out of the
+    ratio statistics), ``rv_<task>`` (every task's relative vulnerability under the aggregate),
     ``grad_bound`` (Lemma 2's first-order bound ``eps·E‖∂x L'‖_q`` of the attacked tasks, no
     attack), ``grad_bound_all`` (the same for the whole weighted training loss) and, in stage 2,
-    ``attack_rows`` (the full ``evaluate_robustness`` table as JSON).
+    ``vuln_low``/``vuln_high`` (the 95 % bootstrap interval of ``vuln`` over images),
+    ``attack_rows`` (the full ``evaluate_robustness`` table as JSON) and ``image_rows`` (the main
+    task's per-image clean and adversarial errors per attack, for paired comparisons).
     """
     import torch
 
@@ -236,7 +239,8 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     device = resolve_device(spec.device)
     train_set, val_set = _datasets(spec)
     trivial = _trivial_errors(spec, train_set, val_set)
-    probe = val_set.subset(list(range(min(len(val_set), spec.attack.images))))
+    n_probe = len(val_set) if spec.attack.images is None else min(len(val_set), spec.attack.images)
+    probe = val_set.subset(list(range(n_probe)))
     width = spec.decoder_width or DEFAULT_DECODER_WIDTH
     model = build_model(spec.encoder, spec.tasks, decoder_width=width, seed=spec.seed).to(device)
     weights = spec.candidate.weight_map
@@ -336,6 +340,7 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
     """Attack ``probe`` with the trial's attack(s); the reported metrics (see :func:`run_trial`)."""
     from rts.attacks.evaluate import WORST, evaluate_robustness
     from rts.attacks.metrics import first_order_vulnerability, input_gradients
+    from rts.attacks.statistics import get_statistic, interval
 
     a = spec.attack
     attacked = spec.main if a.target == "main" else spec.tasks
@@ -350,12 +355,20 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
         step_size=a.step_size,
         batch_size=spec.batch_size,
         seed=spec.seed,
+        per_image=True,
     )
+    table, images = table
+    main_images = images[images["task"] == spec.main]
+    statistic = get_statistic(a.statistic)
+
+    def value(name: str) -> float:
+        g = main_images[main_images["attack"] == name]
+        return statistic(g["clean_error"].to_numpy(), g["adv_error"].to_numpy())
+
     out: dict[str, Any] = {}
     per_attack = {}
     for name in spec.attacks:
-        row = table[(table["attack"] == name) & (table["task"] == spec.main)]
-        per_attack[name] = float(row["relative_vulnerability"].iloc[0])
+        per_attack[name] = value(name)
         out[f"vuln_{name}"] = per_attack[name]
     if len(spec.attacks) == 1:
         agg_name = spec.attacks[0]
@@ -366,7 +379,8 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
     if agg_name:
         rows = table[table["attack"] == agg_name]
         out.update({f"rv_{r.task}": float(r.relative_vulnerability) for r in rows.itertuples()})
-        out["vuln"] = out[f"rv_{spec.main}"]
+        out["vuln"] = value(agg_name)
+        out["n_undefined"] = int(rows.loc[rows["task"] == spec.main, "n_undefined"].iloc[0])
     else:  # mean over the attacks, per task
         means = table[table["attack"] != WORST].groupby("task")["relative_vulnerability"].mean()
         out.update({f"rv_{k}": float(v) for k, v in means.items()})
@@ -387,4 +401,10 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
         out[column] = bound if math.isfinite(bound) else math.nan
     if spec.stage == 2:
         out["attack_rows"] = table.to_json(orient="records")
+        out["image_rows"] = main_images.drop(columns=["attacked", "task"]).to_json(orient="records")
+        if agg_name:  # the ranked number's 95 % interval over the attacked images
+            g = main_images[main_images["attack"] == agg_name]
+            _, out["vuln_low"], out["vuln_high"] = interval(
+                g["clean_error"], g["adv_error"], a.statistic, seed=spec.seed
+            )
     return out

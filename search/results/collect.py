@@ -13,7 +13,13 @@ import pandas as pd
 from rts.search.engine.plan import trial_units
 from rts.search.engine.space import Candidate, decode
 from rts.search.engine.stages import failure_reason, stage_trial_id, trial_config, trial_counter
-from rts.search.results.tables import ATTACK_COLUMNS, HISTORY_KEYS, StageTables
+from rts.search.results.tables import (
+    ATTACK_COLUMNS,
+    HISTORY_KEYS,
+    IMAGE_COLUMNS,
+    StageTables,
+    empty_images,
+)
 from rts.tasks.registry import TASK_KEYS
 
 
@@ -28,7 +34,7 @@ def collect_stage(
         epochs: the stage's epoch budget (a trial below it without error was pruned).
         trained_encoder: the encoder stage-1 trials train (``None``: the candidate's own).
     """
-    rows, histories, attack_rows = [], [], []
+    rows, histories, attack_rows, image_rows = [], [], [], []
     ordered = sorted(results, key=lambda r: trial_counter(r.path))
     for number, result in enumerate(ordered, start=1):
         config = trial_config(result)
@@ -65,20 +71,23 @@ def collect_stage(
             "checkpoint": "",
         }
         for key, value in metrics.items():
-            if key.startswith(("clean_", "skill_", "vuln_", "adv_")) and isinstance(
-                value, int | float
-            ):
+            wanted = key == "n_undefined" or key.startswith(("clean_", "skill_", "vuln_", "adv_"))
+            if wanted and isinstance(value, int | float):
                 row[key] = float(value) if status != "failed" else math.nan
         rows.append(row)
         histories.append(hist)
-        for a in json.loads(metrics.get("attack_rows") or "[]") if status == "completed" else []:
+        done = status == "completed"
+        for a in json.loads(metrics.get("attack_rows") or "[]") if done else []:
             attack_rows.append({"trial_id": trial_id, **a})
+        for a in json.loads(metrics.get("image_rows") or "[]") if done else []:
+            image_rows.append({"trial_id": trial_id, **a})
     trials = pd.DataFrame(rows)
     if len(trials):
         trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
     history = pd.concat(histories, ignore_index=True) if histories else _empty_history()
     attacks = pd.DataFrame(attack_rows) if attack_rows else pd.DataFrame(columns=ATTACK_COLUMNS)
-    return StageTables(trials, history, attacks)
+    images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS) if image_rows else empty_images()
+    return StageTables(trials, history, attacks, images)
 
 
 def candidate_columns(cand: Candidate) -> dict[str, Any]:

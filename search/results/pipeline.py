@@ -9,6 +9,7 @@ restored by Ray from its trials' checkpoints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -36,7 +37,7 @@ from rts.search.engine.trial import TrialFn
 from rts.search.results.collect import collect_stage
 from rts.search.results.select import add_surrogate_columns, select_stage2
 from rts.search.results.summary import Summary, format_summary, summarize
-from rts.search.results.tables import StageTables, read_parquet, write_parquet
+from rts.search.results.tables import STAGE_TABLES, StageTables, read_parquet, write_parquet
 from rts.tasks.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,14 @@ def _write_results(
         aggregate=cfg.attack.aggregate,
         attacks=cfg.attack.ensemble,
         pareto=cfg.search.objective == "pareto",
+        images=s2.images,
+        statistic=cfg.attack.statistic,
+        seed=cfg.trial_seed,
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)
     write_parquet(s2.attacks, paths.attacks)
+    write_parquet(s2.images, paths.images)
     atomic_write_text(paths.summary_json, summary.to_json())
     atomic_write_text(paths.summary_md, format_summary(summary, paths.location) + "\n")
     return SearchOutcome(paths, trials, history, s2.attacks, summary)
@@ -204,25 +209,22 @@ def _stage2_tables(
         return done
     results = run_stage2(cfg, paths, trial_fn, entries, echo)
     tables = collect_stage(results, 2, epochs=cfg.stage2.epochs, trained_encoder=None)
-    tables = StageTables(
-        _save_checkpoints(results, tables.trials, paths), tables.history, tables.attacks
-    )
+    tables = dataclasses.replace(tables, trials=_save_checkpoints(results, tables.trials, paths))
     _write_stage(paths, 2, tables)
     return tables
 
 
 def _read_stage(paths: RunPaths, stage: int) -> StageTables | None:
-    files = [paths.stage(stage, t) for t in ("trials", "history", "attacks")]
-    if not all(f.exists() for f in files):
+    files = {t: paths.stage(stage, t) for t in STAGE_TABLES}
+    if not all(files[t].exists() for t in ("trials", "history", "attacks")):
         return None
-    return StageTables(*(read_parquet(f) for f in files))
+    # runs written before the images table existed resume without it
+    return StageTables(**{t: read_parquet(f) for t, f in files.items() if f.exists()})
 
 
 def _write_stage(paths: RunPaths, stage: int, tables: StageTables) -> None:
-    # trials last: its presence marks the stage as finished (see _read_stage).
-    write_parquet(tables.history, paths.stage(stage, "history"))
-    write_parquet(tables.attacks, paths.stage(stage, "attacks"))
-    write_parquet(tables.trials, paths.stage(stage, "trials"))
+    for name in STAGE_TABLES:  # trials last: it marks the stage as finished (_read_stage)
+        write_parquet(getattr(tables, name), paths.stage(stage, name))
     drop_resume_checkpoints(paths.experiment(stage))
 
 

@@ -69,12 +69,18 @@ class Comparison:
 
 
 def compare(
-    images: pd.DataFrame, statistic: str, *, baseline: str = "", seed: int = 0
+    images: pd.DataFrame,
+    statistic: str,
+    *,
+    baseline: str = "",
+    best: str = "",
+    seed: int = 0,
 ) -> Comparison | None:
     """Compare candidates on their per-image errors (``images``: ``key``, ``unit`` (the same
     image and training seed across candidates), ``clean_error``, ``adv_error``).
 
-    Only units every candidate has are used, so every comparison is paired. ``None`` when no
+    Only units every candidate has are used, so every comparison is paired. ``best`` names the
+    candidate the others are compared with (default: the lowest statistic). ``None`` when no
     candidate has a defined statistic.
     """
     from rts.attacks.statistics import get_statistic, interval, paired_difference
@@ -90,7 +96,8 @@ def compare(
     defined = {k: v for k, v in values.items() if not math.isnan(v)}
     if not defined:
         return None
-    best = min(sorted(defined), key=lambda k: defined[k])
+    if best not in defined:
+        best = min(sorted(defined), key=lambda k: defined[k])
 
     def pair(k: str) -> tuple:
         return (wide_c[k].to_numpy(), wide_a[k].to_numpy())

@@ -14,7 +14,7 @@ import pandas as pd
 from rts.search.engine.plan import exhaustive_cost
 from rts.search.engine.space import Space
 from rts.search.results.pareto import pareto_ranks
-from rts.search.results.recommend import baseline_row, best_row
+from rts.search.results.recommend import baseline_row, best_row, compare
 from rts.tasks.weights import format_weights
 
 
@@ -54,6 +54,14 @@ class Summary:
         skill_flags: one line per stage-2 model that has not learned its main task (skill ≤ 0,
             or a prediction that barely changes between images): their vulnerability says
             nothing, and the recommendation is not trusted if it is among them.
+        statistic: the statistic ``vuln`` is (``attack.statistic``).
+        vuln_low, vuln_high: the recommendation's 95 % bootstrap interval over images.
+        baseline_low, baseline_high: the baseline's.
+        tied: stage-2 models (``"d+Dn"``) statistically tied with the recommendation (paired
+            over the same images; the recommendation first).
+        vs_baseline: recommendation minus baseline, with its paired 95 % interval.
+        significant: whether that interval lies below 0 (``None``: no baseline or no
+            per-image errors to test with).
     """
 
     main: str
@@ -85,6 +93,14 @@ class Summary:
     skill: float = math.nan
     baseline_skill: float = math.nan
     skill_flags: tuple[str, ...] = field(default=())
+    statistic: str = "mean"
+    vuln_low: float = math.nan
+    vuln_high: float = math.nan
+    baseline_low: float = math.nan
+    baseline_high: float = math.nan
+    tied: tuple[str, ...] = field(default=())
+    vs_baseline: tuple[float, float, float] = (math.nan, math.nan, math.nan)
+    significant: bool | None = None
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -104,8 +120,12 @@ def summarize(
     aggregate: str,
     attacks: Sequence[str],
     pareto: bool = False,
+    images: pd.DataFrame | None = None,
+    statistic: str = "mean",
+    seed: int = 0,
 ) -> Summary:
-    """The summary of a finished search (see :class:`Summary`)."""
+    """The summary of a finished search (see :class:`Summary`); ``images`` (the stage-2
+    per-image errors) gives the intervals, the tied set and the baseline test."""
     done = (
         stage2[(stage2["status"] == "completed") & stage2["vuln"].notna()]
         if len(stage2)
@@ -171,7 +191,45 @@ def summarize(
         skill=_value(rec, "skill"),
         baseline_skill=_value(base, "skill"),
         skill_flags=_skill_flags(done, space.main),
+        statistic=statistic,
+        **_noise(done, images, aggregate, statistic, seed, rec, base, space.main),
     )
+
+
+def _noise(
+    done: pd.DataFrame,
+    images: pd.DataFrame | None,
+    aggregate: str,
+    statistic: str,
+    seed: int,
+    rec: Mapping[str, Any],
+    base: Mapping[str, Any],
+    main: str,
+) -> dict[str, Any]:
+    """Intervals, the tied set and the baseline test from the per-image errors."""
+    if images is None or images.empty or not len(rec) or done.empty:
+        return {}
+    attack = aggregate if aggregate == "worst" else None
+    if attack is None or "attack" not in images.columns:
+        return {}
+    rows = images[(images["attack"] == attack) & images["trial_id"].isin(done["trial_id"])]
+    frame = rows.rename(columns={"trial_id": "key", "image": "unit"})
+    baseline = str(base["trial_id"]) if len(base) else ""
+    comp = compare(frame, statistic, baseline=baseline, best=str(rec["trial_id"]), seed=seed)
+    if comp is None:
+        return {}
+    table = comp.table.set_index("key")
+    labels = {str(r["trial_id"]): short_label(main, str(r["aux"])) for _, r in done.iterrows()}
+    rec_id = str(rec["trial_id"])
+    out: dict[str, Any] = {"tied": tuple(labels[k] for k in comp.tied if k in labels)}
+    if rec_id in table.index:
+        out["vuln_low"], out["vuln_high"] = table.loc[rec_id, ["low", "high"]]
+    if baseline and baseline in table.index:
+        out["baseline_low"], out["baseline_high"] = table.loc[baseline, ["low", "high"]]
+        if baseline != rec_id:
+            out["vs_baseline"] = comp.vs_baseline
+            out["significant"] = comp.significant
+    return out
 
 
 def _value(row: Mapping[str, Any], column: str) -> float:
@@ -201,6 +259,13 @@ def _tasks_label(main: str, aux: str) -> str:
     return f"{main} + {{{', '.join(aux)}}}" if aux else f"{main} alone"
 
 
+def _ci(value: float, low: float, high: float) -> str:
+    """``0.45 [0.31, 0.62]``, or the value alone when it has no interval."""
+    if math.isnan(low) or math.isnan(high):
+        return f"{value:.4g}"
+    return f"{value:.4g} [{low:.3g}, {high:.3g}]"
+
+
 def _pct(new: float, old: float) -> str:
     if math.isnan(new) or math.isnan(old) or old == 0:
         return "n/a"
@@ -217,6 +282,22 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             f"**Not trusted**: the recommended model has not learned {s.main!r} (main-task "
             f"skill {s.skill:.2f}); its vulnerability says nothing. Train longer or on more "
             "data before reading the ranking.",
+            "",
+        ]
+    d, lo, hi = s.vs_baseline
+    if s.significant is False:
+        lines += [
+            f"**Not significant**: the recommendation is not distinguishable from the single-task "
+            f"model on these images (recommendation minus baseline {d:+.3g}, 95 % interval "
+            f"[{lo:+.3g}, {hi:+.3g}] includes 0, {s.statistic} statistic): treat the candidates "
+            "as tied and do not read a percentage into it.",
+            "",
+        ]
+    elif s.significant:
+        lines += [
+            f"The recommendation is significantly more robust than the single-task model "
+            f"(difference {d:+.3g}, 95 % interval [{lo:+.3g}, {hi:+.3g}], paired over the same "
+            f"images, {s.statistic} statistic).",
             "",
         ]
     if not s.recommended_trial:
@@ -241,13 +322,18 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error "
             f"| {s.main} skill |",
             "| --- | --- | --- | --- |",
-            f"| recommended: {label} | {s.vuln:.4g} | {s.clean_error:.4g} | {s.skill:.3g} |",
+            f"| recommended: {label} | {_ci(s.vuln, s.vuln_low, s.vuln_high)} "
+            f"| {s.clean_error:.4g} | {s.skill:.3g} |",
         ]
         if not math.isnan(s.baseline_vuln):
+            change = (
+                "within the noise"
+                if s.significant is False
+                else f"{_pct(s.vuln, s.baseline_vuln)} for the recommendation"
+            )
             lines.append(
-                f"| single-task baseline | {s.baseline_vuln:.4g} ({_pct(s.vuln, s.baseline_vuln)} "
-                f"for the recommendation) | {s.baseline_clean_error:.4g} "
-                f"| {s.baseline_skill:.3g} |"
+                f"| single-task baseline | {_ci(s.baseline_vuln, s.baseline_low, s.baseline_high)}"
+                f" ({change}) | {s.baseline_clean_error:.4g} | {s.baseline_skill:.3g} |"
             )
         elif s.recommended_aux:
             lines.append("| single-task baseline | not trained (stage2.baseline: false) | | |")
@@ -263,6 +349,12 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             )
         elif s.best_uniform_aux == s.recommended_aux and s.best_uniform_aux:
             lines.append("| (the recommendation is also the best uniform-weight candidate) | | | |")
+    if len(s.tied) > 1:
+        lines += [
+            "",
+            f"Tied with the recommendation (not distinguishable on these images): "
+            f"{', '.join(s.tied[1:])}.",
+        ]
     if s.skill_flags:
         lines += [
             "",

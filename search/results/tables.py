@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -26,13 +26,28 @@ ATTACK_COLUMNS = ("trial_id", "attack", "attacked", "task", "relative_vulnerabil
 """Columns an ``attacks`` table has even when empty (the rest: ``attacks.evaluate_robustness``)."""
 
 
+IMAGE_COLUMNS = ("trial_id", "attack", "image", "clean_error", "adv_error")
+"""Columns of the ``images`` table: the main task's per-image errors of every stage-2 trial
+under every attack (``worst`` included), for intervals and paired comparisons."""
+
+
+def empty_images() -> pd.DataFrame:
+    """An ``images`` table without rows (older runs, stage 1)."""
+    return pd.DataFrame({c: pd.Series(dtype="float64") for c in IMAGE_COLUMNS})
+
+
 @dataclass(frozen=True)
 class StageTables:
-    """The tables of one stage: trials, per-epoch history and attack rows."""
+    """The tables of one stage: trials, per-epoch history, attack rows and per-image errors."""
 
     trials: pd.DataFrame
     history: pd.DataFrame
     attacks: pd.DataFrame
+    images: pd.DataFrame = field(default_factory=empty_images)
+
+
+STAGE_TABLES = ("history", "attacks", "images", "trials")
+"""A stage's tables in writing order: ``trials`` last, its presence marks the stage finished."""
 
 
 def write_parquet(df: pd.DataFrame, path: str | Path) -> Path:

@@ -82,6 +82,26 @@ def test_evaluate_table_shape_and_worst_case():
     assert float(attacked["adv_loss"].iloc[0]) > float(attacked["clean_loss"].iloc[0])
 
 
+def test_per_image_rows_reproduce_the_table_and_the_worst_case():
+    from rts.attacks.evaluate import IMAGE_COLUMNS
+    from rts.attacks.statistics import STATISTICS
+
+    model = TinyMultiTask("dn")
+    df, images = evaluate_robustness(
+        model, _data(), "fgsm,pgd", "dn", eps=8 / 255, steps=2, batch_size=2, per_image=True
+    )
+    assert list(images.columns) == list(IMAGE_COLUMNS)
+    assert len(images) == 3 * 2 * 5  # (2 attacks + worst) x 2 tasks x 5 images
+    for (attack, task), g in images.groupby(["attack", "task"]):
+        row = df[(df["attack"] == attack) & (df["task"] == task)].iloc[0]
+        assert list(g["image"]) == list(range(5))
+        assert g["adv_error"].mean() == pytest.approx(row["adv_error"])
+        clean, adv = g["clean_error"].to_numpy(), g["adv_error"].to_numpy()
+        assert STATISTICS["mean"](clean, adv) == pytest.approx(row["relative_vulnerability"])
+    wide = images.pivot_table(index=["task", "image"], columns="attack", values="adv_error")
+    assert (wide[WORST] == wide[["fgsm", "pgd"]].max(axis=1)).all()
+
+
 def test_evaluate_matches_a_direct_attack():
     model = TinyMultiTask("dn")
     x, y = _data(4)

@@ -143,6 +143,7 @@ class FakeTrial:
                 )
             out["vuln"] = max(out[f"vuln_{name}"] for name in spec.attacks)
             out["attack_rows"] = json.dumps(rows)
+            out["image_rows"] = json.dumps(fake_image_rows(out, spec.attacks))
         elif spec.stage == 2:
             del out["vuln"]  # stage 2 attacks only the final model
         return out
@@ -169,6 +170,23 @@ def surrogate_error(candidate: Candidate, seed: int, epoch: int, metric: str) ->
     and process (``random.Random`` seeded with a string is deterministic)."""
     key = f"{candidate.key}|{seed}|{epoch}|{metric}"
     return random.Random(key).gauss(0.0, 1.0)
+
+
+FAKE_IMAGES = 16
+"""Images a fake stage-2 trial reports per-image errors for."""
+
+
+def fake_image_rows(metrics: dict[str, Any], attacks: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per-image errors whose mean of ratios is exactly each attack's ``vuln_<attack>`` (a
+    zero-mean spread of ±3 % around it), and their per-image worst case."""
+    rows = []
+    for name in (*attacks, "worst"):
+        value = metrics["vuln"] if name == "worst" else metrics[f"vuln_{name}"]
+        for i in range(FAKE_IMAGES):
+            clean = 0.1 + 0.02 * i
+            adv = clean * (1 + value + 0.02 * ((i % 4) - 1.5))
+            rows.append({"attack": name, "image": i, "clean_error": clean, "adv_error": adv})
+    return rows
 
 
 def _state_writer(epoch: int):

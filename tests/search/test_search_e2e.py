@@ -157,7 +157,13 @@ def test_exhaustive_search_prunes_fails_and_recommends_the_oracle_best(local_ray
     attacks = pd.read_parquet(out.paths.attacks)
     assert set(attacks["trial_id"]) == set(s2["trial_id"])
     assert any("failed" in line for line in lines)
-    assert "Recommended auxiliary set: {s, k}" in (out.paths.root / "summary.md").read_text()
+    summary = (out.paths.root / "summary.md").read_text()
+    assert "Recommended auxiliary set: {s, k}" in summary
+    # per-image errors give every stage-2 number its interval and the baseline test
+    images = pd.read_parquet(out.paths.images)
+    assert set(images["trial_id"]) == set(s2.loc[s2["status"] == "completed", "trial_id"])
+    assert out.summary.vuln_low < out.summary.vuln < out.summary.vuln_high
+    assert out.summary.significant is True and "significantly more robust" in summary
 
 
 def row_weights(row: pd.Series) -> tuple[float, ...]:
@@ -333,8 +339,9 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     trials = out.trials
     assert (trials["status"] == "completed").all(), trials["failure"].tolist()
     assert len(trials[trials["stage"] == 1]) == 2 and len(trials[trials["stage"] == 2]) == 2
-    for col in ("vuln", "clean_error", "clean_d", "vuln_pgd"):
-        assert trials[col].notna().all() and (trials[col] >= -1).all()
+    for col in ("vuln", "clean_error", "clean_d", "vuln_pgd", "skill", "skill_d"):
+        assert trials[col].notna().all() and (trials[col] >= -1e6).all()
+    assert (trials["skill"] <= 1).all() and (trials["skill"] == trials["skill_d"]).all()
     s2 = trials[trials["stage"] == 2]
     assert s2["vuln_apgd"].notna().all() and s2["vuln_wgd"].notna().all()
     # worst case per sample >= each attack's mean relative vulnerability
@@ -355,6 +362,13 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
         assert same == (trial_tasks[row["trial_id"]] == "d")
     attacks = pd.read_parquet(out.paths.attacks)
     assert {"pgd", "apgd", "wgd", "worst"} <= set(attacks["attack"])
+    # the per-image table reproduces every stage-2 trial's ranked number (mean statistic)
+    images = pd.read_parquet(out.paths.images)
+    for _, r in s2.iterrows():
+        g = images[(images["trial_id"] == r["trial_id"]) & (images["attack"] == "worst")]
+        ok = g["clean_error"] > 0
+        ratios = (g["adv_error"] - g["clean_error"])[ok] / g["clean_error"][ok]
+        assert len(g) == 4 and ratios.mean() == pytest.approx(r["vuln"])
     row = s2.iloc[0]
     model, meta = load_checkpoint(out.paths.root / row["checkpoint"] / "last.pt")
     # Finished stages drop Ray's per-epoch resume checkpoints (most of a run's size).

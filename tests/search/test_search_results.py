@@ -6,6 +6,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -274,3 +275,52 @@ def test_summary_of_models_that_learned_raises_no_flag():
     s = summarize(table.iloc[:0], table, sp(), stage2_epochs=1, aggregate="worst", attacks=())
     assert s.skill_flags == () and "Not trusted" not in format_summary(s)
     assert "| recommended: d + {s} | 0.5 | 0.35 | 0.6 |" in format_summary(s)
+
+
+def _images(levels: dict[str, float], noise: float, n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.1, 1.0, n)
+    rows = []
+    for tid, level in levels.items():
+        adv = clean * (1 + level + rng.normal(0, noise, n))
+        rows += [
+            {"trial_id": tid, "attack": "worst", "image": i, "clean_error": c, "adv_error": a}
+            for i, (c, a) in enumerate(zip(clean, adv, strict=True))
+        ]
+    return pd.DataFrame(rows)
+
+
+def test_summary_with_per_image_errors_gives_intervals_ties_and_the_baseline_test():
+    table = stage2_table()  # s2-0001 baseline (0.8), s2-0002 d+s (0.5), s2-0003, s2-0004
+    levels = dict(zip(table["trial_id"], table["vuln"], strict=True))
+    levels.pop("s2-0005")  # failed
+    clear = _images(levels, noise=0.02)
+    s = summarize(
+        table.iloc[:0],
+        table,
+        sp(),
+        stage2_epochs=1,
+        aggregate="worst",
+        attacks=("pgd",),
+        images=clear,
+    )
+    assert s.significant is True and s.vuln_low < s.vuln < s.vuln_high
+    assert s.vs_baseline[2] < 0
+    text = format_summary(s)
+    assert "significantly more robust than the single-task model" in text
+    assert "| recommended: d + {s} | 0.5" in text and "[" in text.split("recommended:")[1]
+    noisy = _images({k: 0.5 for k in levels}, noise=0.6, n=12)
+    t = summarize(
+        table.iloc[:0],
+        table,
+        sp(),
+        stage2_epochs=1,
+        aggregate="worst",
+        attacks=("pgd",),
+        images=noisy,
+    )
+    assert t.significant is False
+    text = format_summary(t)
+    assert text.splitlines()[2].startswith("**Not significant**")
+    assert "within the noise" in text and "%" not in text.split("single-task baseline")[1][:60]
+    assert len(t.tied) >= 2 and "Tied with the recommendation" in text
