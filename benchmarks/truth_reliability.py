@@ -1,0 +1,170 @@
+"""Does the truth survive a second seed? The exhaustive study under several training seeds.
+
+    python -m benchmarks.truth_reliability                        # RQ1 synthetic, seeds 0-3
+    python -m benchmarks.truth_reliability --seeds 0,1 --storage /tmp/tr search.pool=sD
+
+Runs the exhaustive study of ``--config`` (default the synthetic RQ1 study: main task ``d``, every
+subset of the pool trained for ``stage2.epochs`` and attacked with the ensemble) once per training
+seed (``search.trial_seed``), then, for every vulnerability statistic
+(:data:`rts.attacks.statistics.STATISTICS`), measured on the same per-image errors
+(``images.parquet``, per-image worst case over the attacks):
+
+* **split-half Spearman**: the subsets ranked by the mean over half of the seeds against the
+  ranking by the mean over the other half, averaged over every split (and its minimum): how
+  reproducible the ranking a study reports is. Goal: ≥ 0.8 for the default statistic.
+* **distinguishable from the best**: the share of subsets whose paired bootstrap interval of
+  the difference to the best (pooled over images and seeds) lies above 0.
+* the main task's **skill** of every model (min and median over seeds), and how many models have
+  not learned it (skill ≤ 0): a ranking of such models is noise whatever the statistic.
+
+Prints Markdown tables; wall time per seed and peak RSS beside them. ``--fake`` runs the same
+pipeline on the tests' simulated trials (seconds; a check of the script, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from benchmarks.search_efficiency import markdown
+from rts.attacks.statistics import STATISTICS, get_statistic
+from rts.search.results.recommend import compare
+
+DEFAULT_CONFIG = "configs/rq1-tasks-norms-budgets-synthetic.yaml"
+
+
+def subset_values(images: pd.DataFrame, trials: pd.DataFrame, statistic: str) -> pd.Series:
+    """The statistic of every stage-2 subset (index: auxiliary set) from its per-image errors."""
+    stat = get_statistic(statistic)
+    worst = images[images["attack"] == "worst"]
+    aux = trials.set_index("trial_id")["aux"]
+    out = {}
+    for tid, g in worst.groupby("trial_id"):
+        out[str(aux[tid])] = stat(g["clean_error"].to_numpy(), g["adv_error"].to_numpy())
+    return pd.Series(out, dtype=float).sort_index()
+
+
+def split_half_spearman(values: pd.DataFrame) -> tuple[float, float]:
+    """Mean and minimum, over every split of the seeds (columns) into two halves, of the
+    Spearman correlation between the halves' mean values across subsets (rows)."""
+    seeds = list(values.columns)
+    half = len(seeds) // 2
+    if half < 1:
+        return math.nan, math.nan
+    rhos = []
+    for first in itertools.combinations(seeds, half):
+        if seeds[0] not in first:  # each split once
+            continue
+        second = [s for s in seeds if s not in first][:half]
+        a, b = values[list(first)].mean(axis=1), values[second].mean(axis=1)
+        ok = a.notna() & b.notna()
+        if ok.sum() >= 3 and a[ok].nunique() > 1 and b[ok].nunique() > 1:
+            rhos.append(float(spearmanr(a[ok], b[ok]).statistic))
+    return (float(np.mean(rhos)), float(np.min(rhos))) if rhos else (math.nan, math.nan)
+
+
+def distinguishable_share(
+    images: dict[int, pd.DataFrame], trials: dict[int, pd.DataFrame], statistic: str
+) -> float:
+    """Share of subsets (other than the best) whose paired difference to the best, over
+    (seed, image) units, has an interval above 0."""
+    frames = []
+    for seed, img in images.items():
+        aux = trials[seed].set_index("trial_id")["aux"]
+        w = img[img["attack"] == "worst"].copy()
+        w["key"] = w["trial_id"].map(aux).astype(str)
+        w["unit"] = [f"{seed}:{i}" for i in w["image"]]
+        frames.append(w[["key", "unit", "clean_error", "adv_error"]])
+    comp = compare(pd.concat(frames, ignore_index=True), statistic)
+    if comp is None or len(comp.table) < 2:
+        return math.nan
+    others = comp.table[comp.table["key"] != comp.best]
+    return float((~others["tied"]).mean())
+
+
+def run_seed(config: str, seed: int, storage: str, overrides: Sequence[str], fake: bool):
+    """One exhaustive run under training seed ``seed``: (stage-2 trials, images, wall s)."""
+    from rts.search.config.convert import load_config
+    from rts.search.results.pipeline import run_search
+
+    more = [f"search.trial_seed={seed}", f"name=truth-seed{seed}", *overrides]
+    trial_fn = None
+    if fake:
+        from tests.search.fake_trial import FakeTrial
+
+        trial_fn = FakeTrial(noise=0.05)
+    cfg = load_config(config, more)
+    start = time.perf_counter()
+    out = run_search(cfg, storage=storage, trial_fn=trial_fn, echo=None)
+    wall = time.perf_counter() - start
+    images = pd.read_parquet(out.paths.images)
+    if fake:  # simulated seeds: the fake trial is deterministic, so add per-seed noise
+        rng = np.random.default_rng(seed)
+        images = images.assign(adv_error=images["adv_error"] * rng.normal(1, 0.05, len(images)))
+    s2 = out.trials[out.trials["stage"] == 2]
+    return s2, images, wall
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=DEFAULT_CONFIG)
+    p.add_argument("--seeds", default="0,1,2,3", help="training seeds (>= 2; 4 for the goal)")
+    p.add_argument("--storage", default=None, help="run folder (default: a temporary one)")
+    p.add_argument("--fake", action="store_true", help="simulated trials (a smoke test)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    args = p.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    storage = args.storage or tempfile.mkdtemp(prefix="rts-truth-")
+    trials, images, walls = {}, {}, {}
+    for seed in seeds:
+        trials[seed], images[seed], walls[seed] = run_seed(
+            args.config, seed, storage, args.overrides, args.fake
+        )
+        print(f"seed {seed}: {walls[seed]:.0f} s", file=sys.stderr, flush=True)
+
+    rows = []
+    for name in STATISTICS:
+        values = pd.DataFrame({s: subset_values(images[s], trials[s], name) for s in seeds})
+        mean_rho, min_rho = split_half_spearman(values)
+        rows.append(
+            {
+                "statistic": name,
+                "split-half Spearman (mean)": mean_rho,
+                "split-half Spearman (min)": min_rho,
+                "distinguishable from the best": distinguishable_share(images, trials, name),
+            }
+        )
+    print(f"\n# Reproducibility of the ranking ({len(seeds)} training seeds)\n")
+    print(markdown(pd.DataFrame(rows)))
+
+    skill = pd.DataFrame(
+        {s: trials[s].set_index("aux")["skill"] for s in seeds if "skill" in trials[s]}
+    )
+    print("\n# Main-task skill of every model (1 = perfect, 0 = the training mean)\n")
+    if skill.empty:
+        print("(the trials did not record skill)")
+    else:
+        table = pd.DataFrame({"min": skill.min(axis=1), "median": skill.median(axis=1)})
+        print(markdown(table.sort_index().rename_axis("aux").reset_index()))
+        print(f"\nmodels with skill <= 0: {int((skill <= 0).sum().sum())} of {skill.size}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    per_seed = ", ".join(f"{s}: {w:.0f} s" for s, w in walls.items())
+    print(f"\nwall time per seed: {per_seed}; peak RSS driver {rss:.0f} MB, children {kids:.0f} MB")
+    print(f"runs: {Path(storage)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

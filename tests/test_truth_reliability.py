@@ -1,0 +1,47 @@
+"""The reliability benchmark's statistics on crafted data (the benchmark itself is not a test)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmarks.truth_reliability import split_half_spearman, subset_values
+
+
+def test_split_half_spearman_is_one_for_seeds_that_agree_and_low_for_noise():
+    rng = np.random.default_rng(0)
+    truth = np.arange(16, dtype=float)
+    agree = pd.DataFrame({s: truth + rng.normal(0, 0.01, 16) for s in range(4)})
+    assert split_half_spearman(agree) == pytest.approx((1.0, 1.0))
+    noise = pd.DataFrame({s: rng.normal(0, 1, 16) for s in range(4)})
+    mean, low = split_half_spearman(noise)
+    assert abs(mean) < 0.6 and low <= mean
+
+
+def test_split_half_spearman_uses_every_split_once():
+    """4 seeds: the 3 splits {0,1|2,3}, {0,2|1,3}, {0,3|1,2}, computed here by hand."""
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(1)
+    values = pd.DataFrame({s: rng.normal(size=10) for s in range(4)})
+    want = [
+        spearmanr(values[[a, b]].mean(axis=1), values[[c, d]].mean(axis=1)).statistic
+        for (a, b), (c, d) in (((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2)))
+    ]
+    assert split_half_spearman(values) == pytest.approx((np.mean(want), np.min(want)))
+
+
+def test_subset_values_reads_the_worst_case_rows():
+    trials = pd.DataFrame({"trial_id": ["a", "b"], "aux": ["", "s"]})
+    images = pd.DataFrame(
+        {
+            "trial_id": ["a", "a", "b", "b", "a"],
+            "attack": ["worst", "worst", "worst", "worst", "pgd"],
+            "image": [0, 1, 0, 1, 0],
+            "clean_error": [0.1, 0.2, 0.1, 0.2, 0.1],
+            "adv_error": [0.2, 0.2, 0.1, 0.3, 9.0],
+        }
+    )
+    got = subset_values(images, trials, "mean")
+    assert got[""] == pytest.approx(0.5) and got["s"] == pytest.approx(0.25)
