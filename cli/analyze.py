@@ -8,7 +8,6 @@ the full-precision table to ``RUN/analysis.csv`` and ``RUN/analysis.parquet`` (a
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 
 def add_ranking_options(p: argparse.ArgumentParser) -> None:
@@ -43,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "robust combination. Writes RUN/analysis.csv and RUN/analysis.parquet."
         ),
     )
-    p.add_argument("run", type=Path, help="run folder of `rts search` (runs/<name>)")
+    p.add_argument("run", help="run folder of `rts search` (runs/<name>), or its URI (s3://...)")
     p.add_argument(
         "--surrogates",
         default=None,
@@ -64,9 +63,11 @@ def run(args: argparse.Namespace) -> int:
     """Analyse the run, print the table, write ``analysis.csv`` / ``analysis.parquet``."""
     from rts.search.analysis.correlate import analyze
     from rts.search.analysis.rundata import combinations, load_run
+    from rts.search.engine.storage import fetch
     from rts.search.report.text import format_analysis
     from rts.tasks.io import atomic_path
 
+    args.run = fetch(args.run)  # a URI is read from its local staging copy
     data = load_run(args.run)
     names = (
         [s.strip() for s in args.surrogates.split(",") if s.strip()] if args.surrogates else None

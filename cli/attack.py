@@ -42,7 +42,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "run folder or --out."
         ),
     )
-    p.add_argument("checkpoint", type=Path, help="checkpoint file or run folder (with last.pt)")
+    p.add_argument(
+        "checkpoint",
+        help="checkpoint file or run folder (with last.pt); a URI (s3://...) is downloaded first",
+    )
     p.add_argument(
         "--attack",
         default="pgd,apgd,wgd",
@@ -162,7 +165,9 @@ def _positive(text: str, flag: str) -> float:
 def run(args: argparse.Namespace) -> int:
     """Attack, print the table, write ``attack.parquet`` and ``attack.json``."""
     parsed = check_args(args)
-    ckpt = resolve_checkpoint(args.checkpoint)
+    from rts.search.engine.storage import fetch
+
+    ckpt = resolve_checkpoint(fetch(args.checkpoint))  # a URI is downloaded first
 
     import dataclasses
 

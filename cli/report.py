@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "and figures, the compute spent and the config."
         ),
     )
-    p.add_argument("run", type=Path, help="run folder of `rts search` (runs/<name>)")
+    p.add_argument("run", help="run folder of `rts search` (runs/<name>), or its URI (s3://...)")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: RUN/report)")
     add_ranking_options(p)
     p.set_defaults(func=run)
@@ -34,8 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run(args: argparse.Namespace) -> int:
     """Load the run, analyse it, write the report; print where it went."""
     from rts.search.analysis.rundata import load_run
+    from rts.search.engine.storage import fetch
     from rts.search.report.html import write_report
 
+    args.run = fetch(args.run)  # a URI is read from its local staging copy
     data = load_run(args.run)
     out = args.out if args.out is not None else args.run / "report"
     paths = write_report(data, out, k=args.k, n_resamples=args.resamples, seed=args.seed)

@@ -310,6 +310,46 @@ def sync_down(uri: str, local: str | os.PathLike[str]) -> bool:
     return True
 
 
+def fetch(location: str | os.PathLike[str]) -> Path:
+    """A local path holding what ``location`` names: the path itself, or for a URI (the same
+    schemes as ``--storage``) a staging copy of the run folder, checkpoint folder or file there.
+
+    What ``rts search --storage URI`` wrote is read back this way by ``rts analyze``, ``rts
+    report`` and ``rts attack``: a run folder (it has ``config.yaml``) is synchronised like a
+    resume (:func:`sync_down`, Ray's own state left remote); anything else is copied.
+
+    Raises:
+        FileNotFoundError: nothing at the URI.
+        ValueError: a bad or unreadable URI (one line).
+    """
+    import pyarrow.fs as pafs
+
+    text = os.fspath(location)
+    if not is_uri(text):
+        return Path(text).expanduser()
+    uri = check_uri(text.rstrip("/"))
+    parent, _, name = uri.rpartition("/")
+    local = staging_dir(parent, name)
+    fs, base = filesystem(uri)
+    try:
+        info = fs.get_file_info(base)
+    except OSError as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{uri!r}: cannot read it: {message}") from exc
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"nothing at {uri!r}")
+    if info.type == pafs.FileType.File:
+        with atomic_path(local) as tmp:
+            pafs.copy_files(base, str(tmp), fs, pafs.LocalFileSystem())
+        return local
+    if sync_down(uri, local):
+        return local
+    for rel, _size in _remote_files(fs, base):
+        with atomic_path(local / rel) as tmp:
+            pafs.copy_files(f"{base}/{rel}", str(tmp), fs, pafs.LocalFileSystem())
+    return local
+
+
 # --------------------------------------------------------------------------------------------
 # The Optuna journal inside Ray's snapshot of the searcher
 

@@ -326,3 +326,43 @@ def test_search_on_a_uri_resumes_on_a_fresh_machine(local_ray, tmp_path, monkeyp
     assert "stage 1: finished earlier (6 trials), skipped" in lines
     assert len(log_path.read_text().splitlines()) == len(events)
     pd.testing.assert_frame_equal(again.trials, out.trials)
+
+
+def test_analyze_and_report_read_a_run_from_its_uri_as_from_its_folder(
+    tmp_path, monkeypatch, capsys
+):
+    """`rts analyze|report URI` equal `rts analyze|report FOLDER` (the URI read via pyarrow)."""
+    from tests.search.test_analysis import write_fake_run_folder
+
+    monkeypatch.setenv(storage.STAGING_ENV, str(tmp_path / "staging"))
+    folder = write_fake_run_folder(tmp_path / "bucket" / "runs" / "fake")
+    uri = f"file://{folder}"
+    assert main(["analyze", str(folder), "--resamples", "99"]) == 0
+    by_folder = capsys.readouterr().out
+    assert main(["analyze", uri, "--resamples", "99"]) == 0
+    staged = storage.staging_dir(f"file://{folder.parent}", "fake")
+    by_uri = capsys.readouterr().out.replace(str(staged), str(folder))
+    assert by_uri == by_folder
+    assert main(["report", uri, "--resamples", "99"]) == 0
+    where = capsys.readouterr().out
+    assert str(staged) in where and (staged / "report" / "report.html").is_file()
+    assert main(["report", str(folder), "--resamples", "99"]) == 0
+    capsys.readouterr()
+    a = (staged / "report" / "summary.md").read_text()
+    b = (folder / "report" / "summary.md").read_text()
+    assert a.replace(str(staged), "RUN") == b.replace(str(folder), "RUN")
+
+
+def test_fetch_copies_a_checkpoint_folder_and_names_what_is_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv(storage.STAGING_ENV, str(tmp_path / "staging"))
+    ckpt = tmp_path / "bucket" / "run" / "checkpoints" / "s2-0001"
+    ckpt.mkdir(parents=True)
+    (ckpt / "last.pt").write_bytes(b"weights")
+    local = storage.fetch(f"file://{ckpt}")
+    assert (local / "last.pt").read_bytes() == b"weights"
+    single = storage.fetch(f"file://{ckpt}/last.pt")
+    assert single.read_bytes() == b"weights"
+    assert storage.fetch(tmp_path / "plain") == tmp_path / "plain"
+    with pytest.raises(FileNotFoundError, match="nothing at"):
+        storage.fetch(f"file://{tmp_path}/bucket/none")
+    assert main(["attack", f"file://{tmp_path}/bucket/none"]) == 2
