@@ -13,9 +13,10 @@ folder's PNGs are read and decoded each time a batch is drawn (for data sets lar
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,9 @@ class DataSpec:
         convention: label normalisation, ``"mtrobust"`` (default) or ``"taskgrouping"``.
         val_fraction: share of the buildings held out for validation, in ``[0, 1)``.
         cache: decode everything once into memory (default) or re-read files per batch.
+        cache_dir: with ``cache``, a node-local folder where the decoded arrays are written once
+            and memory-mapped by every process (:mod:`rts.tasks.cache`: one copy per node);
+            ``None`` keeps a private copy in this process.
     """
 
     source: str = SYNTHETIC
@@ -58,6 +62,7 @@ class DataSpec:
     convention: str = "mtrobust"
     val_fraction: float = 0.2
     cache: bool = True
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.source, os.PathLike):
@@ -81,6 +86,11 @@ class DataSpec:
         object.__setattr__(self, "val_fraction", float(vf))
         if not isinstance(self.cache, bool):
             raise ValueError(f"cache must be true or false, got cache={self.cache!r}")
+        if self.cache_dir is not None:
+            if isinstance(self.cache_dir, os.PathLike):
+                object.__setattr__(self, "cache_dir", os.fspath(self.cache_dir))
+            if not isinstance(self.cache_dir, str) or not self.cache_dir:
+                raise ValueError(f"cache_dir must be a folder path or None, got {self.cache_dir!r}")
 
     @property
     def is_synthetic(self) -> bool:
@@ -265,12 +275,19 @@ def load_data(
     """
     keys = canonical_tasks(tasks)
     if spec.is_synthetic:
-        names, memory = _render_synthetic(spec, keys, progress)
-        train_idx, val_idx = split_by_building(
-            [_building_point(n) for n in names], spec.val_fraction
-        )
-        full = TaskDataset(keys, spec.convention, names, memory)
-        train, val = full.subset(train_idx), full.subset(val_idx)
+
+        def render() -> tuple[list[str], _MemorySource]:
+            # Stored in split order (training views first), so both sets are slices (views) of
+            # one store, also when that store is a memory map shared by processes.
+            names, memory = _render_synthetic(spec, keys, progress)
+            tr, va = split_by_building([_building_point(n) for n in names], spec.val_fraction)
+            order = torch.tensor(tr + va, dtype=torch.long)
+            return [names[i] for i in order], memory.subset(order)
+
+        names, memory = _shared(spec, keys, {}, render)
+        k = len(split_by_building([_building_point(n) for n in names], spec.val_fraction)[0])
+        train = TaskDataset(keys, spec.convention, names[:k], memory.slice(0, k))
+        val = TaskDataset(keys, spec.convention, names[k:], memory.slice(k, len(names)))
     else:
         if not Path(spec.source).expanduser().exists():
             raise FileNotFoundError(
@@ -282,8 +299,15 @@ def load_data(
         # Decode in split order, so both sets are slices (views) of one store: no second copy.
         ordered = [records[i] for i in train_idx + val_idx]
         if spec.cache:
-            source: _MemorySource | _FileSource = _decode_records(
-                ordered, keys, spec, progress, workers
+            stamp = {"mtime": Path(spec.source).expanduser().stat().st_mtime_ns}
+            _, source = _shared(
+                spec,
+                keys,
+                stamp,
+                lambda: (
+                    [r.name for r in ordered],
+                    _decode_records(ordered, keys, spec, progress, workers),
+                ),
             )
         else:
             source = _FileSource(ordered, keys, spec.size, spec.convention)
@@ -293,6 +317,25 @@ def load_data(
         val = TaskDataset(keys, spec.convention, names[k:], source.slice(k, len(ordered)))
     log.info("loaded %s: %d train / %d val views (%s)", spec.source, len(train), len(val), keys)
     return train, val
+
+
+def _shared(
+    spec: DataSpec, keys: str, extra: dict, build: Callable[[], tuple[list[str], _MemorySource]]
+) -> tuple[list[str], _MemorySource]:
+    """``build()``, or with ``spec.cache_dir`` its node-local memory-mapped copy."""
+    if spec.cache_dir is None:
+        return build()
+    from rts.tasks.cache import cache_key, cached
+
+    fields = dataclasses.asdict(spec) | {"tasks": keys, **extra}
+    fields.pop("cache_dir")
+
+    def store():
+        names, memory = build()
+        return names, memory.images, memory.labels
+
+    names, images, labels = cached(spec.cache_dir, cache_key(fields), store)
+    return names, _MemorySource(images, labels)
 
 
 def cap_records(records: Sequence[Record], n: int) -> list[Record]:

@@ -51,6 +51,9 @@ class DataConfig:
         seed: seed of the synthetic scenes.
         convention: label normalisation, ``"mtrobust"`` or ``"taskgrouping"``.
         val_fraction: fraction of buildings held out for evaluation and attacks.
+        cache_dir: node-local folder where the decoded data is written once per node and
+            memory-mapped by every trial on it (``rts.tasks.cache``); ``null`` = each trial
+            process decodes and holds its own copy.
     """
 
     source: str = "synthetic"
@@ -59,6 +62,7 @@ class DataConfig:
     seed: int = 0
     convention: Literal["mtrobust", "taskgrouping"] = "mtrobust"
     val_fraction: float = 0.2
+    cache_dir: str | None = "~/.cache/rts/data"
 
 
 @dataclass(frozen=True)

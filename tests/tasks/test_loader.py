@@ -417,7 +417,7 @@ def test_dataspec_is_primitives_only(tmp_path):
 
     spec = DataSpec(source=tmp_path)  # a Path is stored as its string
     assert isinstance(spec.source, str) and not spec.is_synthetic
-    assert all(isinstance(v, (str, int, float, bool)) for v in asdict(spec).values())
+    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in asdict(spec).values())
     assert DataSpec().is_synthetic
 
 
