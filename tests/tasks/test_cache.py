@@ -6,6 +6,7 @@ import multiprocessing as mp
 import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from rts.tasks.cache import cache_key, cached
@@ -16,7 +17,7 @@ SPEC = {"size": 16, "n": 12, "seed": 0}
 
 def _load(cache_dir: str, out: str) -> None:
     """A worker process: load through the cache and record what it saw."""
-    train, val = load_data(DataSpec(**SPEC, cache_dir=cache_dir), "sd")
+    train, _ = load_data(DataSpec(**SPEC, cache_dir=cache_dir), "sd")
     x, y = next(train.batches(len(train)))
     torch.save({"x": x, "d": y["d"], "pid": os.getpid()}, out)
 
@@ -65,10 +66,8 @@ def test_a_build_that_fails_leaves_nothing_half_written(tmp_path):
     def broken():
         raise RuntimeError("decoder crashed")
 
-    try:
+    with pytest.raises(RuntimeError, match="decoder crashed"):
         cached(tmp_path, "k", broken)
-    except RuntimeError:
-        pass
     assert not (tmp_path / "k").exists()
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []
     names = ["b/point_0_view_0"]
