@@ -148,6 +148,9 @@ class Space:
         aux_lambda: the ``mtrobust`` scheme's total auxiliary weight.
         weight_range: ``(low, high)`` of a searched auxiliary weight.
         grid: enumerate with one ``aux`` categorical (the exhaustive mode).
+        encoding: how the sampler sees a subset: ``subset`` (a size, then one categorical over
+            the subsets of that size) or ``per_task`` (one yes/no parameter ``aux_<task>`` per
+            pool task, so a model-based sampler can learn what each task does).
     """
 
     main: str
@@ -159,6 +162,7 @@ class Space:
     aux_lambda: float = 0.1
     weight_range: tuple[float, float] = (0.01, 1.0)
     grid: bool = False
+    encoding: str = "subset"
 
     @classmethod
     def from_config(cls, cfg: SearchConfig) -> Space:
@@ -173,6 +177,7 @@ class Space:
             aux_lambda=cfg.weighting.aux_lambda,
             weight_range=tuple(cfg.weighting.weight_range),
             grid=cfg.sampler == "grid",
+            encoding=cfg.search.encoding,
         )
 
     def subsets(self, size: int | None = None) -> list[str]:
@@ -207,6 +212,8 @@ class Space:
         """Define-by-run: suggest one candidate on ``trial``; return its config entries."""
         if self.grid:
             aux = trial.suggest_categorical("aux", self.subsets())
+        elif self.encoding == "per_task":
+            aux = self._per_task(trial)
         else:
             if self.min_aux == self.max_aux:
                 n_aux = self.min_aux
@@ -229,6 +236,25 @@ class Space:
         if len(self.encoders) > 1:
             encoder = trial.suggest_categorical("encoder", list(self.encoders))
         return self.candidate(aux, scheme, encoder, searched).to_config()
+
+    def _per_task(self, trial: optuna.Trial) -> str:
+        """One yes/no parameter per pool task, in pool order, within ``min_aux..max_aux``.
+
+        A task is only asked while both answers keep the subset feasible: once ``max_aux``
+        tasks are in, the rest are out; when the remaining tasks are all needed to reach
+        ``min_aux``, they are in. The bounds hold by construction, never by repair.
+        """
+        chosen: list[str] = []
+        for i, task in enumerate(self.pool):
+            left = len(self.pool) - i
+            if len(chosen) >= self.max_aux:
+                break
+            if len(chosen) + left <= self.min_aux:
+                chosen.append(task)
+                continue
+            if trial.suggest_categorical(f"aux_{task}", [False, True]):
+                chosen.append(task)
+        return "".join(chosen)
 
     def candidate(
         self,

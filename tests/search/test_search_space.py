@@ -90,6 +90,22 @@ def test_define_by_run_respects_the_limits_and_asks_weights_only_for_chosen_task
             assert asked == set() and cand.is_uniform
 
 
+@pytest.mark.parametrize(("low", "high"), [(0, 4), (1, 3), (2, 2), (0, 1), (3, 4)])
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_per_task_encoding_never_leaves_min_aux_to_max_aux(low, high, sampler):
+    sp = space(min_aux=low, max_aux=high, encoding="per_task")
+    seen = set()
+    for cand, params in ask_many(sp, make_sampler(sampler, sp, seed=0, n_trials=40), 40):
+        assert low <= len(cand.aux) <= high and set(cand.aux) <= set("sDnk")
+        asked = {k[4:] for k in params if k.startswith("aux_")}
+        assert asked <= set("sDnk") and "n_aux" not in params
+        # every asked task's answer is what the candidate holds
+        assert all(params[f"aux_{t}"] == (t in cand.aux) for t in asked)
+        seen.add(cand.aux)
+    if (low, high) == (0, 4):
+        assert len(seen) >= 8  # random proposals reach much of the 16-subset space
+
+
 def test_grid_sampler_visits_every_configuration_exactly_once():
     sp = space(encoders=("resnet18", "resnet50"), grid=True)
     sampler = make_sampler("grid", sp, seed=0, n_trials=sp.size)
