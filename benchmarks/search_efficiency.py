@@ -615,11 +615,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "noise of these sizes, e.g. 0,0.05,0.1: how good must a surrogate be for the goal",
     )
     parser.add_argument("--no-real", action="store_true", help="skip the real-trial evaluation")
+    parser.add_argument(
+        "--pool",
+        default=None,
+        help="with --no-real: the simulated search at scale over this auxiliary pool (up to 10 "
+        "letters, e.g. sDnkKeEpr: 512 subsets) instead; see benchmarks.efficiency_sim",
+    )
+    parser.add_argument("--out", default=None, help="CSV of the simulated rows (with --pool)")
     parser.add_argument("--storage", default=None, help="runs folder (default: a temp folder)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("overrides", nargs="*", help="config overrides for every study")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.pool:
+        return _simulate_at_scale(args)
     for key in ("RAY_AUTH_MODE", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"):
         os.environ.setdefault(key, "0" if "THRESHOLD" in key else "disabled")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -674,6 +683,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nPeak RSS: driver {peak_rss_mib():.0f} MiB, largest reaped child (a Ray process) "
         f"{peak_rss_mib(resource.RUSAGE_CHILDREN):.0f} MiB"
     )
+    return 0
+
+
+def _simulate_at_scale(args: argparse.Namespace) -> int:
+    """``--no-real --pool POOL``: :func:`benchmarks.efficiency_sim.simulate`, table and CSV."""
+    from benchmarks.efficiency_sim import simulate, summary
+    from rts.tasks.registry import parse_tasks
+
+    if not args.no_real:
+        raise SystemExit("rts: error: --pool runs the simulation only; add --no-real")
+    pool = parse_tasks(args.pool)
+    if "d" in pool or not 1 <= len(pool) <= 10:
+        raise SystemExit(f"rts: error: --pool {args.pool!r}: 1 to 10 auxiliaries around d")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    start = time.perf_counter()
+    rows = simulate(pool, seeds)
+    print(f"# Simulated search at scale: pool {pool} ({2 ** len(pool)} subsets), seeds {seeds}\n")
+    print(markdown(summary(rows)))
+    print(f"\n{time.perf_counter() - start:.0f} s; peak RSS {peak_rss_mib():.0f} MiB")
+    if args.out:
+        from rts.tasks.io import atomic_path
+
+        with atomic_path(args.out) as tmp:
+            rows.to_csv(tmp, index=False)
+        print(f"rows: {args.out}")
     return 0
 
 
