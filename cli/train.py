@@ -111,12 +111,30 @@ def resolve_options(args: argparse.Namespace) -> TrainConfig:
     return load_train_config(args.config, plain, [*texts, *getattr(args, "overrides", [])])
 
 
-def with_skill(frame: Any, train_set: Any, val_set: Any, tasks: str) -> Any:
-    """``frame`` (one row per epoch) with ``skill/<task>`` = 1 − val error / the validation
-    error of the training split's per-pixel mean (majority class for ``s``)."""
-    from rts.attacks.skill import fit_trivial, skill, trivial_errors
+def trivial_val_errors(train_set: Any, val_set: Any, tasks: str) -> dict[str, float]:
+    """Validation error of the training split's per-pixel mean (majority class for ``s``)."""
+    from rts.attacks.skill import fit_trivial, trivial_errors
 
-    trivial = trivial_errors(fit_trivial(train_set.batches(64), tasks), val_set.batches(64), tasks)
+    return trivial_errors(fit_trivial(train_set.batches(64), tasks), val_set.batches(64), tasks)
+
+
+def epoch_line(record: Any, epochs: int, trivial: dict[str, float]) -> str:
+    """``epoch 3/10: val error d=0.0123 (skill 0.41), s=… ; train loss 0.52; 4.1 s``."""
+    from rts.attacks.skill import skill
+
+    parts = [f"{k}={v:.4g} (skill {skill(v, trivial[k]):.2f})" for k, v in record.val_error.items()]
+    loss = sum(record.train_loss.values())
+    return (
+        f"epoch {record.epoch}/{epochs}: val error {', '.join(parts) or '-'}; "
+        f"train loss {loss:.4g}; {record.seconds:.1f} s"
+    )
+
+
+def with_skill(frame: Any, trivial: dict[str, float], tasks: str) -> Any:
+    """``frame`` (one row per epoch) with ``skill/<task>`` = 1 − val error / the trivial
+    predictor's validation error (:func:`trivial_val_errors`)."""
+    from rts.attacks.skill import skill
+
     frame = frame.copy()
     for k in tasks:
         frame[f"skill/{k}"] = [skill(v, trivial[k]) for v in frame[f"val_error/{k}"]]
@@ -222,6 +240,13 @@ def run(args: argparse.Namespace) -> int:
         f"{len(val_set)} val images of {data_spec.source}",
         file=sys.stderr,
     )
+    trivial = trivial_val_errors(train_set, val_set, tasks)
+
+    def report(record: Any) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(epoch_line(record, opts["epochs"], trivial), file=sys.stderr)
+
     records = train(
         model,
         train_set,
@@ -229,6 +254,7 @@ def run(args: argparse.Namespace) -> int:
         weighting,
         schedule,
         device,
+        report,
         epochs=opts["epochs"],
         batch_size=opts["batch_size"],
         seed=opts["seed"],
@@ -240,7 +266,7 @@ def run(args: argparse.Namespace) -> int:
         progress=opts["progress"],
         meta={"data": dataclasses.asdict(data_spec), "main": opts["main"]},
     )
-    frame = with_skill(records_frame(records), train_set, val_set, tasks)
+    frame = with_skill(records_frame(records), trivial, tasks)
     write_parquet(frame, out / "metrics.parquet")
     shown = ["epoch", "seconds"] + [
         c

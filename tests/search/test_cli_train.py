@@ -45,7 +45,11 @@ def test_train_writes_checkpoints_metrics_config_and_resumes(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--tasks", "sd", "--epochs", "2", "--out", str(out), *TINY]
     assert main([*args, "--checkpoint-epochs", "1"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # one line per epoch while training, by default, with each task's skill
+    assert "epoch 1/2: val error s=" in captured.err and "epoch 2/2:" in captured.err
+    assert "(skill " in captured.err
     assert "val_error/s" in printed and "val_error/d" in printed and "weight/d" in printed
     assert {p.name for p in out.iterdir()} >= {
         "config.yaml",
