@@ -151,6 +151,10 @@ class Stage1Config:
             vulnerability to the cheap attack), ``clean_error`` (its clean error),
             ``grad_bound`` (first-order bound of the attacked tasks' loss, no attack) or
             ``grad_bound_all`` (the same for the whole weighted training loss).
+        model: ``none`` (stage 2 takes the best stage-1 trials) or a task-effect model,
+            ``additive`` or ``pairwise``, fitted on the completed stage-1 trials' metric; stage
+            2 then takes the subsets it predicts best among every subset of the space, tried or
+            not (``rts.search.results.effects``; uniform weights, the first encoder).
     """
 
     encoder: str = "resnet18"
@@ -162,6 +166,7 @@ class Stage1Config:
     grace_period: int = 1
     reduction_factor: int = 2
     metric: Stage1Metric = "vuln"
+    model: Literal["none", "additive", "pairwise"] = "none"
 
 
 @dataclass(frozen=True)

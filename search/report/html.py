@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from rts.search.analysis.correlate import analyze, surrogate_values
+from rts.search.analysis.effects import effects_display, task_effects
 from rts.search.analysis.paper import (
     enable_chain,
     heatmap_panels,
@@ -437,6 +438,13 @@ def render_html(
     ]
     if run.notes:
         parts.append('<p class="warn">' + "<br>".join(html.escape(n) for n in run.notes) + "</p>")
+    effects = task_effects(run)
+    if effects is not None:
+        parts += [
+            '<h2 id="effects">Task effects</h2>',
+            f"<p>{html.escape(_effects_caption(effects))}</p>",
+            html_table(effects_display(effects, _main(run))),
+        ]
     target_desc = table["target"].iloc[0] if len(table) else "no target"
     ci_text = (
         f"{100 * table['confidence'].iloc[0]:g}% bootstrap intervals "
@@ -490,6 +498,28 @@ def render_html(
     return "\n".join(parts)
 
 
+def _main(run: RunData) -> str:
+    mains = run.trials["main"].dropna().unique()
+    return str(mains[0]) if len(mains) else "?"
+
+
+def _effects_caption(model: Any) -> str:
+    return (
+        f"What each auxiliary task adds to the main task's stage-1 vulnerability, from a "
+        f"{model.kind} model of {model.n} trials (ridge, 95 % bootstrap intervals over trials); "
+        f"its cross-validated error {model.cv_rmse:.3g} against a spread of {model.spread:.3g} "
+        "between trials says how far to trust it."
+    )
+
+
+def _effects_markdown(run: RunData) -> list[str]:
+    effects = task_effects(run)
+    if effects is None:
+        return []
+    table = text_table(effects_display(effects, _main(run)))
+    return ["", "## Task effects", "", _effects_caption(effects), "", table]
+
+
 def render_markdown(run: RunData, table: pd.DataFrame, figures: Sequence[FigureItem]) -> str:
     """``summary.md``: the recommendation, the tables, links to ``figures/*.png``, the config."""
     rec = recommendation(run, table)
@@ -497,6 +527,7 @@ def render_markdown(run: RunData, table: pd.DataFrame, figures: Sequence[FigureI
     combos = combinations(run)
     out = [f"# Robust task search: {name}", "", "## Recommendation", ""]
     out += [f"- {line}" for line in recommendation_lines(rec, table)]
+    out += _effects_markdown(run)
     out += ["", "## Surrogates vs target (Table 3)", ""]
     out += [format_analysis(table) if len(table) else "No surrogate.", ""]
     if common_note(table):

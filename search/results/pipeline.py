@@ -110,6 +110,7 @@ def run_search(
                 pareto=cfg.search.objective == "pareto",
                 metric=cfg.stage1.metric,
                 baseline=cfg.stage2.baseline,
+                model=cfg.stage1.model,
             )
             s2 = _stage2_tables(cfg, paths, trial_fn, [e.to_config() for e in entries], say)
             sync_up(paths)

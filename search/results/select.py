@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from rts.search.engine.space import Candidate, Space, decode
+from rts.search.results.effects import EffectModel, fit_effects, rank_subsets
 from rts.search.results.pareto import pareto_ranks
 
 
@@ -66,14 +67,24 @@ def select_stage2(
     pareto: bool = False,
     metric: str = "vuln",
     baseline: bool = True,
+    model: str = "none",
 ) -> list[Stage2Entry]:
     """The stage-2 trial set: the ``top_k`` distinct best stage-1 candidates by ``metric`` (not
     counting the single-task model), their uniform-weight twins (optional), and the single-task
-    baseline of every encoder among them (optional). Deterministic given the stage-1 table."""
+    baseline of every encoder among them (optional). Deterministic given the stage-1 table.
+
+    With ``model`` (``additive`` or ``pairwise``), the top ``k`` are the subsets the task-effect
+    model fitted on the completed stage-1 trials predicts best, among *every* subset of the
+    space (tried or not; uniform weights, the first encoder): :func:`predicted_top`.
+    """
     ranked = rank_stage1(trials, pareto=pareto, metric=metric)
     chosen: list[Stage2Entry] = []
     seen: set[tuple] = set()
-    for _, row in ranked.iterrows():
+    if model != "none":
+        for cand in predicted_top(ranked, space, metric=metric, kind=model, k=top_k):
+            seen.add(cand.key)
+            chosen.append(Stage2Entry(cand, "predicted", _find_trial(ranked, cand)))
+    for _, row in ranked.iterrows() if model == "none" else ():
         if len([e for e in chosen if e.role == "top"]) >= top_k:
             break
         cand = _row_candidate(row)
@@ -94,6 +105,21 @@ def select_stage2(
         base = space.baseline(enc)
         extra.append(Stage2Entry(base, "baseline", _find_trial(ranked, base)))
     return chosen + extra
+
+
+def effect_model(ranked: pd.DataFrame, space: Space, *, metric: str, kind: str) -> EffectModel:
+    """The task-effect model of ``metric`` over the completed stage-1 trials."""
+    done = ranked[ranked["status"] == "completed"]
+    return fit_effects(list(done["aux"]), list(done[metric]), space.pool, kind)
+
+
+def predicted_top(
+    ranked: pd.DataFrame, space: Space, *, metric: str, kind: str, k: int
+) -> list[Candidate]:
+    """The ``k`` subsets (not the main task alone) the effect model predicts most robust."""
+    fitted = effect_model(ranked, space, metric=metric, kind=kind)
+    order = rank_subsets(fitted, [a for a in space.subsets() if a])
+    return [space.candidate(a, "uniform", space.encoders[0]) for a in order["aux"][:k]]
 
 
 def _row_candidate(row: Mapping[str, Any]) -> Candidate:

@@ -57,3 +57,32 @@ def test_predicts_subsets_never_tried():
 def test_too_few_trials_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 3 finished trials"):
         fit_effects(["", "s", "D"], [1.0, float("nan"), 2.0], "sD")
+
+
+def test_a_runs_stage1_trials_give_each_tasks_effect_in_the_report():
+    import pandas as pd
+
+    from rts.search.analysis.effects import effects_display, task_effects
+    from rts.search.analysis.rundata import make_run_data
+    from rts.search.report.html import render_markdown
+
+    rng = np.random.default_rng(2)
+    subsets = all_subsets(POOL, 0, 5)
+    trials = pd.DataFrame(
+        {
+            "trial_id": [f"s1-{i:04d}" for i in range(len(subsets))],
+            "stage": 1,
+            "tasks": ["d" + a for a in subsets],
+            "main": "d",
+            "vuln": [truth(a) + rng.normal(0, 0.01) for a in subsets],
+            "clean_error": 0.1,
+        }
+    )
+    run = make_run_data(trials)
+    model = task_effects(run)
+    assert model.coef["s"] == pytest.approx(0.3, abs=0.03)
+    table = effects_display(model, "d")
+    first = table.iloc[0]
+    assert first["term"] == "adding s" and first["effect on d's vulnerability"].startswith("+0.29")
+    text = render_markdown(run, pd.DataFrame(), [])
+    assert "## Task effects" in text and "adding D" in text

@@ -385,3 +385,35 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     settings = json.loads((again / "attack.json").read_text())
     used = {k: v for k, v in settings["data"].items() if k != "cache"}  # DataSpec's extra field
     assert used == dataclasses.asdict(cfg.data) and settings["n"] == 2
+
+
+def test_effect_model_sends_predicted_untried_subsets_to_stage_2(local_ray, tmp_path):
+    """stage1.model: additive fits the fake oracle's additive effects from a few trials and
+    trains the subset it predicts best in stage 2, although stage 1 never tried it."""
+    cfg = load_config(
+        None,
+        [
+            "name=effects",
+            "search.pool=sDnkE",
+            "search.max_aux=5",
+            "search.sampler=random",
+            "search.n_trials=8",
+            "search.encoders=[resnet18]",
+            "stage1.epochs=1",
+            "stage1.scheduler=fifo",
+            "stage1.model=additive",
+            "stage2.top_k=2",
+            "stage2.epochs=1",
+            "stage2.uniform_twins=false",
+        ],
+    )
+    out = run_search(cfg, storage=tmp_path, trial_fn=FakeTrial())
+    s1 = out.trials[out.trials["stage"] == 1]
+    s2 = out.trials[out.trials["stage"] == 2]
+    best = "".join(k for k in "sDnkE" if MARGINAL[k] < 0)  # the oracle's best subset
+    assert best == "sDkE" and best not in set(s1["aux"])  # never tried in stage 1
+    predicted = s2[s2["role"] == "predicted"]
+    assert len(predicted) == 2 and best in set(predicted["aux"])
+    assert (predicted.loc[predicted["aux"] == best, "surrogate_trial_id"] == "").all()
+    assert (s2["status"] == "completed").all()
+    assert out.summary.recommended_aux == best
