@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from rts.attacks.metrics import relative_vulnerability, task_error_values, undefined_count
 from rts.attacks.objective import attack_mode, forward, resolve_tasks, resolve_weights
-from rts.attacks.registry import DEFAULT_ATTACKS, parse_attacks, run_attack
+from rts.attacks.registry import DEFAULT_ATTACKS, get_attack, parse_attacks, run_attack
 from rts.tasks.losses import PerSampleLoss, task_losses, weighted_sum
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,9 @@ def evaluate_robustness(
         attacks: registry names (``"pgd,apgd,wgd"`` or a sequence).
         tasks: attacked task sets (``"s,sd"`` = the set ``s`` and the set ``sd``); default all the
             model's tasks as one set.
-        eps, steps, norm, step_size: the attack budget (shared by all attacks).
+        eps, steps, norm: the attack budget (shared by all attacks).
+        step_size: the step of the fixed-step attacks (pgd, mim, wgd: default ``eps/4``);
+            APGD keeps its own schedule (``2·eps``, halved) whatever it is.
         weights: attack weights per task (restricted to each attacked set; default uniform).
         eval_tasks: tasks whose errors are reported; default the model's tasks (or the union of
             the attacked sets when the model has no ``.tasks``).
@@ -159,7 +161,9 @@ def evaluate_robustness(
         seed: seeds the one generator every random start draws from (deterministic results).
         losses: per-task loss overrides for the attacks and the loss columns.
         errors: per-task error overrides ``f_i`` (needed for keys outside the registry).
-        attack_options: extra keyword arguments per attack (``{"wgd": {"gamma": 0.5}}``).
+        attack_options: each attack's own options, winning over the shared ones
+            (``{"wgd": {"gamma": -1}, "apgd": {"step_size": 0.01}}``; see
+            :attr:`attacks.AttackSpec.options`).
         progress: called with the number of examples finished after each batch.
 
     Returns:
@@ -195,10 +199,10 @@ def evaluate_robustness(
         else None
         for keys in sets
     }
-    options = dict(attack_options or {})
-    unknown = [a for a in options if a not in names]
+    unknown = [a for a in attack_options or {} if a not in names]
     if unknown:
         raise ValueError(f"attack_options for attack(s) not run: {', '.join(unknown)}")
+    options = {a: get_attack(a).parse_options(o) for a, o in (attack_options or {}).items()}
 
     device = _model_device(model)
     generator = torch.Generator().manual_seed(seed)
@@ -238,7 +242,7 @@ def evaluate_robustness(
                     norm=norm,
                     generator=generator,
                     losses=losses,
-                    **options.get(name, {}),
+                    options=options.get(name),
                 )
                 loss_a, err_a = _measure(model, x_adv, y, eval_keys, losses, errors)
                 for k in eval_keys:
