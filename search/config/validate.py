@@ -5,6 +5,7 @@ Every failure is one :class:`ConfigError` naming the value's path, the value and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
 from pathlib import Path
@@ -199,6 +200,26 @@ def _check_attack(a: AttackConfig) -> None:
             _fail(
                 f"attack.ensemble[{i}]", f"unknown attack {name!r}; choose from {', '.join(known)}"
             )
+    _check_attack_options(a)
+
+
+def _check_attack_options(a: AttackConfig) -> None:
+    """Each attack's options by the registry's parsers; a shared step that reaches no attack."""
+    from rts.attacks import ATTACKS
+
+    for name in (f.name for f in dataclasses.fields(a.options)):
+        try:
+            ATTACKS[name].parse_options(a.options.of(name))
+        except ValueError as exc:
+            _fail(f"attack.options.{name}", str(exc))
+    run = {a.cheap, *a.ensemble}
+    fixed = [n for n in ATTACKS if ATTACKS[n].fixed_step]
+    if a.step_size is not None and not run & set(fixed):
+        _fail(
+            "attack.step_size",
+            f"applies to the fixed-step attacks ({', '.join(fixed)}) only and none of them runs "
+            f"here ({', '.join(sorted(run))}); set attack.options.<attack>.step_size instead",
+        )
 
 
 def _check_resources(r: ResourcesConfig) -> None:

@@ -303,6 +303,7 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
         step_size=a.step_size,
         batch_size=spec.batch_size,
         seed=spec.seed,
+        attack_options={n: a.options.of(n) for n in spec.attacks if a.options.of(n)},
     )
     out: dict[str, Any] = {}
     per_attack = {}
