@@ -25,6 +25,9 @@ from rts.attacks.evaluate import PerImage, attack_per_image, parse_task_sets
 from rts.attacks.metrics import check_chain, image_bootstrap, mean_interval
 from rts.attacks.registry import DEFAULT_ATTACKS
 
+CHAIN_FILE = "chain.parquet"
+"""What ``rts attack CHECKPOINT --chain ...`` writes beside the checkpoint (the report reads it)."""
+
 CHAIN_COLUMNS = (
     "attack",
     "step",

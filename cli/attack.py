@@ -19,6 +19,7 @@ from typing import Any
 OUTPUT = "attack.parquet"
 SETTINGS = "attack.json"
 CHAIN = "chain.parquet"
+"""= :data:`rts.attacks.chain.CHAIN_FILE` (not imported here: ``rts --help`` stays fast)."""
 SHOWN = (
     "attack",
     "attacked",
