@@ -21,9 +21,11 @@ from rts.attacks.registry import (
     ATTACKS,
     DEFAULT_ATTACKS,
     AttackSpec,
+    fixed_step_attacks,
     get_attack,
     parse_attacks,
     parse_eps,
+    parse_option_items,
     register_attack,
     run_attack,
 )
@@ -35,26 +37,37 @@ __all__ = [
     "NORMS",
     "AttackSpec",
     "apgd",
+    "attack_per_image",
     "dual_norm",
     "evaluate_robustness",
     "fgsm",
+    "fixed_step_attacks",
     "get_attack",
     "lp_norm",
     "mim",
     "parse_attacks",
     "parse_eps",
+    "parse_option_items",
     "pgd",
     "project",
     "register_attack",
     "run_attack",
+    "vulnerability_chain",
     "wgd",
 ]
 
+_LAZY = {
+    "evaluate_robustness": "rts.attacks.evaluate",
+    "attack_per_image": "rts.attacks.evaluate",
+    "vulnerability_chain": "rts.attacks.chain",
+}
+"""Exports imported on first use (their modules need pandas / scipy)."""
+
 
 def __getattr__(name: str):
-    """Import :func:`attacks.evaluate.evaluate_robustness` lazily (it needs pandas)."""
-    if name == "evaluate_robustness":
-        from rts.attacks.evaluate import evaluate_robustness
+    """Import :data:`_LAZY`'s names on first use, so ``import rts.attacks`` stays light."""
+    if name in _LAZY:
+        import importlib
 
-        return evaluate_robustness
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'attacks' has no attribute {name!r}")

@@ -38,6 +38,7 @@ from rts.attacks.objective import (
     warn_if_degenerate,
     weighted,
 )
+from rts.attacks.options import unit_interval
 from rts.attacks.projection import NORMS, ascent_direction, per_sample, project, sphere_start
 from rts.attacks.registry import register_attack
 from rts.tasks.losses import PerSampleLoss
@@ -141,6 +142,9 @@ def apgd_trace(
 @register_attack(
     "apgd",
     summary="Croce & Hein Auto-PGD on the weighted multi-task loss (best iterate per sample)",
+    step_rule="2·eps, halved per sample by its schedule",
+    fixed_step=False,
+    options={"rho": unit_interval},
 )
 def apgd(
     model: nn.Module,
@@ -162,16 +166,15 @@ def apgd(
 
     Args are those of :func:`attacks.pgd.pgd`, except:
         step_size: the *initial* step size, default ``2 · eps`` (AutoAttack); halved per sample
-            by the schedule.
+            by the schedule. The shared ``step_size`` of :func:`attacks.run_attack` and of the
+            ensemble never reaches it; only ``options={"apgd": {"step_size": ...}}`` does.
         random_start: start on the ball's boundary along a random direction (AutoAttack).
         rho: oscillation threshold (fraction of increasing steps), 0.75 in AutoAttack.
     """
     setup = prepare(x, y, tasks, weights, losses, eps, norm, NORMS)
     steps = check_steps(steps)
     eta = check_step_size(step_size, 2.0 * setup.eps)
-    rho = float(rho)
-    if not 0 <= rho <= 1:
-        raise ValueError(f"rho must be in [0, 1], got rho={rho}")
+    rho = unit_interval("rho", rho)
     x_best, _, _, _ = apgd_trace(
         model,
         x,

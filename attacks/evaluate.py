@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 
 from rts.attacks.metrics import relative_vulnerability, task_error_values, undefined_count
 from rts.attacks.objective import attack_mode, forward, resolve_tasks, resolve_weights
-from rts.attacks.registry import DEFAULT_ATTACKS, parse_attacks, run_attack
+from rts.attacks.registry import DEFAULT_ATTACKS, get_attack, parse_attacks, run_attack
 from rts.tasks.losses import PerSampleLoss, task_losses, weighted_sum
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,44 @@ IMAGE_COLUMNS = ("attack", "attacked", "task", "image", "clean_error", "adv_erro
 """Columns of the per-example table ``evaluate_robustness(..., per_image=True)`` adds."""
 
 Batch = tuple[Tensor, Mapping[str, Tensor]]
+
+
+@dataclass(frozen=True)
+class AttackResult:
+    """One attack on one attacked set: per-image values ``[N]`` (CPU).
+
+    Attributes:
+        loss: adversarial loss per evaluated task.
+        error: adversarial error ``f_i`` per evaluated task.
+        av: ``|L_T'(x+δ) - L_T'(x)|`` over the attacked set (attack weights; Definition 1).
+        av_model: the same over every evaluated task, uniform (the published code's variant).
+    """
+
+    loss: dict[str, Tensor]
+    error: dict[str, Tensor]
+    av: Tensor
+    av_model: Tensor
+
+
+@dataclass(frozen=True)
+class PerImage:
+    """Every image's values of an ensemble evaluation (:func:`attack_per_image`).
+
+    Attributes:
+        sets: the attacked task sets, in the order given.
+        eval_keys: the evaluated tasks.
+        clean: ``{task: (clean loss [N], clean error [N])}``.
+        results: ``{(attack, attacked set): AttackResult}``, ``"worst"`` included.
+        norm, eps, steps: the budget every attack had.
+    """
+
+    sets: tuple[tuple[str, ...], ...]
+    eval_keys: tuple[str, ...]
+    clean: dict[str, tuple[Tensor, Tensor]]
+    results: dict[tuple[str, tuple[str, ...]], AttackResult]
+    norm: str
+    eps: float
+    steps: int
 
 
 def iter_batches(data: Any, batch_size: int) -> Iterator[Batch]:
@@ -125,7 +164,7 @@ def _mean(values: Tensor) -> float:
     return float(values.double().mean()) if values.numel() else float("nan")
 
 
-def evaluate_robustness(
+def attack_per_image(
     model: nn.Module,
     data: Any,
     attacks: str | Sequence[str] = DEFAULT_ATTACKS,
@@ -144,9 +183,12 @@ def evaluate_robustness(
     errors: Mapping[str, PerSampleLoss] | None = None,
     attack_options: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[int], None] | None = None,
-    per_image: bool = False,
-):
-    """Attack ``data`` with each attack on each attacked task set; a tidy DataFrame of results.
+) -> PerImage:
+    """Attack ``data`` with each attack on each attacked task set; every image's values.
+
+    The one loop behind :func:`evaluate_robustness` (means per attack, set and task) and
+    :func:`attacks.chain.vulnerability_chain` (bootstrap intervals over images need each
+    image's value).
 
     Args:
         model: a multi-task model (``dict`` outputs); batches are moved to its device.
@@ -154,7 +196,9 @@ def evaluate_robustness(
         attacks: registry names (``"pgd,apgd,wgd"`` or a sequence).
         tasks: attacked task sets (``"s,sd"`` = the set ``s`` and the set ``sd``); default all the
             model's tasks as one set.
-        eps, steps, norm, step_size: the attack budget (shared by all attacks).
+        eps, steps, norm: the attack budget (shared by all attacks).
+        step_size: the step of the fixed-step attacks (pgd, mim, wgd: default ``eps/4``);
+            APGD keeps its own schedule (``2·eps``, halved) whatever it is.
         weights: attack weights per task (restricted to each attacked set; default uniform).
         eval_tasks: tasks whose errors are reported; default the model's tasks (or the union of
             the attacked sets when the model has no ``.tasks``).
@@ -163,22 +207,15 @@ def evaluate_robustness(
         seed: seeds the one generator every random start draws from (deterministic results).
         losses: per-task loss overrides for the attacks and the loss columns.
         errors: per-task error overrides ``f_i`` (needed for keys outside the registry).
-        attack_options: extra keyword arguments per attack (``{"wgd": {"gamma": 0.5}}``).
+        attack_options: each attack's own options, winning over the shared ones
+            (``{"wgd": {"gamma": -1}, "apgd": {"step_size": 0.01}}``; see
+            :attr:`attacks.AttackSpec.options`).
         progress: called with the number of examples finished after each batch.
-        per_image: also return the per-example errors (for intervals and paired tests).
 
     Returns:
-        A DataFrame with :data:`COLUMNS`. Errors, losses and relative vulnerabilities are means
-        over the examples (relative vulnerability over those with a non-zero clean error;
-        ``n_undefined`` counts the others). ``adv_vulnerability`` is ``E|ΔL_T'|`` over the
-        attacked set (attack weights), ``adv_vulnerability_model`` over all evaluated tasks
-        (uniform, the published code's variant). Rows with ``attack == "worst"`` hold the
-        per-sample worst case over the attacks (present when more than one attack runs).
-        With ``per_image=True``, a pair ``(table, images)``: ``images`` has one row per
-        (attack, attacked set, task, example) with :data:`IMAGE_COLUMNS`.
+        A :class:`PerImage` whose ``"worst"`` entries are the per-image maximum over the
+        attacks (present when more than one attack runs).
     """
-    import pandas as pd
-
     names = parse_attacks(attacks)
     model_tasks = _model_tasks(model)
     sets = parse_task_sets(tasks, model_tasks, losses)
@@ -202,10 +239,10 @@ def evaluate_robustness(
         else None
         for keys in sets
     }
-    options = dict(attack_options or {})
-    unknown = [a for a in options if a not in names]
+    unknown = [a for a in attack_options or {} if a not in names]
     if unknown:
         raise ValueError(f"attack_options for attack(s) not run: {', '.join(unknown)}")
+    options = {a: get_attack(a).parse_options(o) for a, o in (attack_options or {}).items()}
 
     device = _model_device(model)
     generator = torch.Generator().manual_seed(seed)
@@ -245,7 +282,7 @@ def evaluate_robustness(
                     norm=norm,
                     generator=generator,
                     losses=losses,
-                    **options.get(name, {}),
+                    options=options.get(name),
                 )
                 loss_a, err_a = _measure(model, x_adv, y, eval_keys, losses, errors)
                 for k in eval_keys:
@@ -261,66 +298,110 @@ def evaluate_robustness(
         raise ValueError("no example to evaluate: the data is empty")
     log.info("evaluated %d examples, %d attacks, %d task sets", seen, len(names), len(sets))
 
-    rows = []
-    image_parts = []
-    cat = {k: (torch.cat(clean_loss[k]), torch.cat(clean_err[k])) for k in eval_keys}
+    clean = {k: (torch.cat(clean_loss[k]), torch.cat(clean_err[k])) for k in eval_keys}
+    results: dict[tuple[str, tuple[str, ...]], AttackResult] = {}
     for keys in sets:
-        per_attack = {}
-        for name in names:
-            per_attack[name] = (
+        per_attack = {
+            name: AttackResult(
                 {k: torch.cat(adv_loss[name, keys, k]) for k in eval_keys},
                 {k: torch.cat(adv_err[name, keys, k]) for k in eval_keys},
                 torch.cat(av[name, keys]),
                 torch.cat(av_model[name, keys]),
             )
+            for name in names
+        }
         if len(names) > 1:
             stacked = list(per_attack.values())
-            per_attack[WORST] = (
-                {k: torch.stack([s[0][k] for s in stacked]).amax(0) for k in eval_keys},
-                {k: torch.stack([s[1][k] for s in stacked]).amax(0) for k in eval_keys},
-                torch.stack([s[2] for s in stacked]).amax(0),
-                torch.stack([s[3] for s in stacked]).amax(0),
+            per_attack[WORST] = AttackResult(
+                {k: torch.stack([r.loss[k] for r in stacked]).amax(0) for k in eval_keys},
+                {k: torch.stack([r.error[k] for r in stacked]).amax(0) for k in eval_keys},
+                torch.stack([r.av for r in stacked]).amax(0),
+                torch.stack([r.av_model for r in stacked]).amax(0),
             )
-        for name, (l_adv, e_adv, v, v_model) in per_attack.items():
-            for k in eval_keys:
-                l_clean, e_clean = cat[k]
-                rows.append(
-                    {
-                        "attack": name,
-                        "attacked": "".join(keys),
-                        "task": k,
-                        "norm": norm,
-                        "eps": float(eps),
-                        "steps": int(steps),
-                        "n": int(e_clean.shape[0]),
-                        "clean_loss": _mean(l_clean),
-                        "adv_loss": _mean(l_adv[k]),
-                        "clean_error": _mean(e_clean),
-                        "adv_error": _mean(e_adv[k]),
-                        "relative_vulnerability": relative_vulnerability(e_clean, e_adv[k]),
-                        "n_undefined": undefined_count(e_clean),
-                        "adv_vulnerability": _mean(v),
-                        "adv_vulnerability_model": _mean(v_model),
-                    }
-                )
-                if per_image:
-                    image_parts.append(
-                        pd.DataFrame(
-                            {
-                                "attack": name,
-                                "attacked": "".join(keys),
-                                "task": k,
-                                "image": range(int(e_clean.shape[0])),
-                                "clean_error": e_clean.double().numpy(),
-                                "adv_error": e_adv[k].double().numpy(),
-                            }
-                        )
-                    )
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
-    if not per_image:
-        return table
-    images = pd.concat(image_parts, ignore_index=True) if image_parts else None
-    return table, pd.DataFrame(columns=list(IMAGE_COLUMNS)) if images is None else images
+        results.update({(name, keys): r for name, r in per_attack.items()})
+    return PerImage(tuple(sets), eval_keys, clean, results, norm, float(eps), int(steps))
+
+
+def evaluate_robustness(
+    model: nn.Module,
+    data: Any,
+    attacks: str | Sequence[str] = DEFAULT_ATTACKS,
+    tasks: str | Sequence[str] | None = None,
+    *,
+    per_image: bool = False,
+    **kwargs: Any,
+):
+    """Attack ``data`` with each attack on each attacked task set; a tidy DataFrame of results.
+
+    Arguments are those of :func:`attack_per_image` (``eps`` and ``steps`` required);
+    ``per_image=True`` also returns every example's errors (:func:`images_table`), for
+    intervals and paired tests.
+
+    Returns:
+        A DataFrame with :data:`COLUMNS`. Errors, losses and relative vulnerabilities are means
+        over the examples (relative vulnerability over those with a non-zero clean error;
+        ``n_undefined`` counts the others). ``adv_vulnerability`` is ``E|ΔL_T'|`` over the
+        attacked set (attack weights), ``adv_vulnerability_model`` over all evaluated tasks
+        (uniform, the published code's variant). Rows with ``attack == "worst"`` hold the
+        per-sample worst case over the attacks (present when more than one attack runs).
+        With ``per_image=True``, a pair ``(table, images)``.
+    """
+    values = attack_per_image(model, data, attacks, tasks, **kwargs)
+    table = robustness_table(values)
+    return (table, images_table(values)) if per_image else table
+
+
+def images_table(per_image: PerImage):
+    """One row per (attack, attacked set, task, example) with :data:`IMAGE_COLUMNS`."""
+    import pandas as pd
+
+    parts = [
+        pd.DataFrame(
+            {
+                "attack": name,
+                "attacked": "".join(keys),
+                "task": k,
+                "image": range(int(per_image.clean[k][1].shape[0])),
+                "clean_error": per_image.clean[k][1].double().numpy(),
+                "adv_error": r.error[k].double().numpy(),
+            }
+        )
+        for (name, keys), r in per_image.results.items()
+        for k in per_image.eval_keys
+    ]
+    if not parts:
+        return pd.DataFrame(columns=list(IMAGE_COLUMNS))
+    return pd.concat(parts, ignore_index=True)
+
+
+def robustness_table(per_image: PerImage):
+    """The tidy table of :func:`evaluate_robustness` from every image's values (means)."""
+    import pandas as pd
+
+    rows = []
+    for (name, keys), r in per_image.results.items():
+        for k in per_image.eval_keys:
+            l_clean, e_clean = per_image.clean[k]
+            rows.append(
+                {
+                    "attack": name,
+                    "attacked": "".join(keys),
+                    "task": k,
+                    "norm": per_image.norm,
+                    "eps": per_image.eps,
+                    "steps": per_image.steps,
+                    "n": int(e_clean.shape[0]),
+                    "clean_loss": _mean(l_clean),
+                    "adv_loss": _mean(r.loss[k]),
+                    "clean_error": _mean(e_clean),
+                    "adv_error": _mean(r.error[k]),
+                    "relative_vulnerability": relative_vulnerability(e_clean, r.error[k]),
+                    "n_undefined": undefined_count(e_clean),
+                    "adv_vulnerability": _mean(r.av),
+                    "adv_vulnerability_model": _mean(r.av_model),
+                }
+            )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _measure(

@@ -22,6 +22,7 @@ from rts.tasks.losses import PerSampleLoss
     "fgsm",
     iterative=False,
     summary="Goodfellow et al. single step of size eps (sign / normalised gradient)",
+    step_rule="eps (one step)",
 )
 def fgsm(
     model: nn.Module,

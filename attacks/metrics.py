@@ -17,9 +17,10 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -117,14 +118,68 @@ def marginal_vulnerability(
         raise ValueError(
             f"got {len(task_sets)} task sets but {len(vulnerabilities)} vulnerabilities"
         )
-    sets = [set(resolve_tasks(t)) for t in task_sets]
-    for prev, cur, name in zip(sets, sets[1:], task_sets[1:], strict=False):
-        if not (prev < cur and len(cur - prev) == 1):
-            raise ValueError(
-                f"task set {name!r} must add exactly one task to the previous set "
-                f"{''.join(sorted(prev))!r}"
-            )
+    check_chain(task_sets)
     return [float(b) - float(a) for a, b in itertools.pairwise(vulnerabilities)]
+
+
+def check_chain(task_sets: Sequence[str | Sequence[str]]) -> list[str]:
+    """The added task of each step of a chain (Definition 3): each set must be the previous one
+    plus exactly one task; at least two sets."""
+    if len(task_sets) < 2:
+        raise ValueError(
+            f"a chain needs at least two task sets, each adding one task, got {list(task_sets)}"
+        )
+    sets = [resolve_tasks(t) for t in task_sets]
+    added = []
+    for prev, cur in itertools.pairwise(sets):
+        new = set(cur) - set(prev)
+        if not (set(prev) < set(cur) and len(new) == 1):
+            raise ValueError(
+                f"task set {''.join(cur)!r} must add exactly one task to the previous set "
+                f"{''.join(prev)!r}"
+            )
+        added.append(new.pop())
+    return added
+
+
+def image_bootstrap(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval over images (:func:`scipy.stats.bootstrap`).
+
+    ``statistic(index)`` computes the number from the images at ``index`` (resamples of
+    ``range(n)``, shape ``[B, n]``; it returns ``[B]``), so several per-image arrays measured on
+    the same images resample together (paired). NaN bounds when ``n < 2``.
+    """
+    if n < 2:
+        return math.nan, math.nan
+    from scipy.stats import bootstrap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bootstrap(
+            (np.arange(n),),
+            lambda idx, axis=-1: statistic(np.moveaxis(idx, axis, -1)),
+            vectorized=True,
+            batch=200,
+            n_resamples=n_resamples,
+            confidence_level=confidence,
+            method="percentile",
+            rng=np.random.default_rng(seed),
+        )
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def mean_interval(values: Tensor | np.ndarray, **kw: float) -> tuple[float, float, float]:
+    """``(mean, low, high)`` of per-image ``values`` with :func:`image_bootstrap`'s interval."""
+    v = np.asarray(values.detach().cpu().double() if isinstance(values, Tensor) else values, float)
+    lo, hi = image_bootstrap(lambda idx: v[idx].mean(-1), len(v), **kw)
+    return float(v.mean()) if len(v) else math.nan, lo, hi
 
 
 def input_gradients(

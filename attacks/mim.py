@@ -23,12 +23,19 @@ from rts.attacks.objective import (
     warn_if_degenerate,
     weighted,
 )
+from rts.attacks.options import non_negative
+from rts.attacks.pgd import default_step_size
 from rts.attacks.projection import NORMS, ascent_direction, per_sample, project, uniform_start
 from rts.attacks.registry import register_attack
 from rts.tasks.losses import PerSampleLoss
 
 
-@register_attack("mim", summary="Dong et al. momentum iterative FGSM (decay 1.0, step eps/steps)")
+@register_attack(
+    "mim",
+    summary="Dong et al. momentum iterative FGSM (decay 1.0)",
+    step_rule="eps/4",
+    options={"decay": non_negative},
+)
 def mim(
     model: nn.Module,
     x: Tensor,
@@ -48,16 +55,14 @@ def mim(
     """MI-FGSM against the weighted loss of ``tasks``.
 
     Args are those of :func:`attacks.pgd.pgd`, except:
-        step_size: default ``eps / steps`` (Dong et al.).
+        step_size: default ``eps / 4``, the paper's ``α`` (as PGD; torchattacks' 2/255 at 8/255).
         random_start: default False, as in Dong et al. and torchattacks.
         decay: momentum decay ``μ`` (1.0 in Dong et al.).
     """
     setup = prepare(x, y, tasks, weights, losses, eps, norm, NORMS)
     steps = check_steps(steps)
-    alpha = check_step_size(step_size, setup.eps / steps)
-    decay = float(decay)
-    if decay < 0:
-        raise ValueError(f"decay must be >= 0, got decay={decay}")
+    alpha = check_step_size(step_size, default_step_size(setup.eps))
+    decay = non_negative("decay", decay)
     combine = weighted(setup.weights)
     x0 = x.detach()
     with attack_mode(model, x0):

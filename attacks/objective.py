@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from rts.attacks.options import positive
 from rts.attacks.projection import COMPAT_NORMS, NORMS
 from rts.tasks.losses import PerSampleLoss, task_losses, weighted_sum
 from rts.tasks.registry import get_task
@@ -128,10 +129,7 @@ def check_step_size(step_size: float | None, default: float) -> float:
     """The step size: ``default`` when None, else a positive finite float."""
     if step_size is None:
         return default
-    value = float(step_size)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"step_size must be > 0, got step_size={step_size!r}")
-    return value
+    return positive("step_size", step_size)
 
 
 def check_input(x: Tensor, y: Mapping[str, Tensor], keys: Sequence[str]) -> None:

@@ -8,7 +8,7 @@ the per-sample normalised gradient; after each step ``x_adv`` is projected onto 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -28,19 +28,43 @@ from rts.attacks.projection import COMPAT_NORMS, NORMS, ascent_direction, projec
 from rts.attacks.registry import register_attack
 from rts.tasks.losses import PerSampleLoss
 
+STEP_FRACTION = 0.25
+"""The paper's step (Ghamizi et al. 2022, "Attacks"): ``α = eps/4``, i.e. 2/255 at eps = 8/255."""
 
-def default_step_size(eps: float, steps: int) -> float:
-    """Madry et al.'s rule ``2.5 · eps / steps``: enough to cross the ball from any start."""
-    return 2.5 * eps / steps
+
+def default_step_size(eps: float) -> float:
+    """The fixed-step attacks' default ``α = eps / 4`` (the paper's 2/255 at 8/255, any steps).
+
+    Not Madry et al.'s ``2.5·eps/steps`` (0.8/255 at 25 steps): the paper's Tables 1-2 used
+    ``α = 2/255``. With few steps from the clean point (``random_start=False``) ``steps·α`` may
+    stay below ``eps``; pass ``step_size`` then.
+    """
+    return STEP_FRACTION * eps
+
+
+StepGradient = Callable[[int, Tensor], tuple[Tensor, Tensor]]
+"""``(step, x_adv) -> (objective [N], input gradient)``: what one PGD step ascends."""
+
+
+def plain_gradient(
+    model: nn.Module,
+    y: Mapping[str, Tensor],
+    keys: Sequence[str],
+    losses: Mapping[str, PerSampleLoss] | None,
+    combine: Combine,
+) -> StepGradient:
+    """The gradient of one fixed objective ``combine({L_i})`` at every step (one backward)."""
+
+    def gradient(step: int, x_adv: Tensor) -> tuple[Tensor, Tensor]:
+        return loss_and_grad(model, x_adv, y, keys, losses, combine)
+
+    return gradient
 
 
 def iterate(
     model: nn.Module,
     x: Tensor,
-    y: Mapping[str, Tensor],
-    keys: Sequence[str],
-    losses: Mapping[str, PerSampleLoss] | None,
-    combine: Combine,
+    gradient: StepGradient,
     *,
     eps: float,
     steps: int,
@@ -50,7 +74,7 @@ def iterate(
     generator: torch.Generator | None,
     name: str,
 ) -> Tensor:
-    """The PGD loop shared by :func:`pgd` and :func:`attacks.wgd.wgd` (only ``combine`` differs).
+    """The PGD loop shared by :func:`pgd` and :func:`attacks.wgd.wgd` (only ``gradient`` differs).
 
     ``norm="l2-batch"`` reproduces the published code's L2 update (peers.md §1.2):
     ``x_adv += eps · ∇`` with the raw gradient of the batch-mean objective, then the whole
@@ -61,7 +85,7 @@ def iterate(
     with attack_mode(model, x0):
         x_adv = uniform_start(x0, eps, norm, generator) if random_start else x0.clone()
         for i in range(steps):
-            objective, grad = loss_and_grad(model, x_adv, y, keys, losses, combine)
+            objective, grad = gradient(i, x_adv)
             if i == 0:
                 warn_if_degenerate(objective, grad, name)
             with torch.no_grad():
@@ -77,6 +101,7 @@ def iterate(
     "pgd",
     norms=NORMS + COMPAT_NORMS,
     summary="Madry et al. PGD on the weighted multi-task loss (L-inf sign / L2 normalised steps)",
+    step_rule="eps/4",
 )
 def pgd(
     model: nn.Module,
@@ -105,7 +130,7 @@ def pgd(
             ``1/M``; a weight of 0 leaves the task out of the attack.
         eps: budget in pixel units (``8/255``).
         steps: number of gradient steps.
-        step_size: default ``2.5 · eps / steps`` (Madry et al.).
+        step_size: default ``eps / 4``, the paper's ``α`` (2/255 at 8/255).
         norm: ``"linf"``, ``"l2"``, or the compat ``"l2-batch"`` (published code; not per-sample).
         random_start: start from a uniform point in the ball (L2: uniform radius).
         generator: the only source of randomness (drawn on CPU).
@@ -116,14 +141,11 @@ def pgd(
     """
     setup = prepare(x, y, tasks, weights, losses, eps, norm, NORMS + COMPAT_NORMS)
     steps = check_steps(steps)
-    alpha = check_step_size(step_size, default_step_size(setup.eps, steps))
+    alpha = check_step_size(step_size, default_step_size(setup.eps))
     return iterate(
         model,
         x,
-        y,
-        setup.keys,
-        losses,
-        weighted(setup.weights),
+        plain_gradient(model, y, setup.keys, losses, weighted(setup.weights)),
         eps=setup.eps,
         steps=steps,
         step_size=alpha,

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor, nn
 
+from rts.attacks.options import ITERATIVE_OPTIONS, OptionParser
 from rts.attacks.projection import NORMS
 from rts.tasks.parsing import parse_fraction
 
@@ -31,6 +32,14 @@ class AttackSpec:
             ``step_size``, ``random_start`` or ``generator``.
         norms: the norms it supports.
         summary: one line for ``--help`` and the docs.
+        step_rule: its default step size, in words (``"eps/4"``).
+        fixed_step: whether it takes the shared ``step_size`` (``--step-size``,
+            ``attack.step_size``). False for attacks with their own schedule (APGD starts at
+            ``2·eps`` and halves it per sample), which only take a step size given to them by
+            name (``--option apgd.step_size=...``), never another attack's.
+        options: the keyword options a user may set for this attack alone, each with its parser
+            (``{"gamma": finite, ...}``; iterative attacks also take ``step_size`` and
+            ``random_start``).
     """
 
     name: str
@@ -38,20 +47,50 @@ class AttackSpec:
     iterative: bool
     norms: tuple[str, ...]
     summary: str
+    step_rule: str = ""
+    fixed_step: bool = False
+    options: Mapping[str, OptionParser] = field(default_factory=dict)
+
+    def parse_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` converted and checked by their parsers (text such as ``"1/255"`` is
+        accepted); an unknown option lists the ones this attack takes."""
+        out = {}
+        for key, value in options.items():
+            if key not in self.options:
+                allowed = ", ".join(self.options) or "none"
+                raise ValueError(
+                    f"unknown option {key!r} for attack {self.name!r}; it takes {allowed}"
+                )
+            out[key] = self.options[key](f"{self.name}.{key}", value)
+        return out
 
 
 ATTACKS: dict[str, AttackSpec] = {}
 
 
 def register_attack(
-    name: str, *, iterative: bool = True, norms: Sequence[str] = NORMS, summary: str = ""
+    name: str,
+    *,
+    iterative: bool = True,
+    norms: Sequence[str] = NORMS,
+    summary: str = "",
+    step_rule: str = "",
+    fixed_step: bool = True,
+    options: Mapping[str, OptionParser] | None = None,
 ) -> Callable[[Callable[..., Tensor]], Callable[..., Tensor]]:
-    """Decorator adding an attack function to :data:`ATTACKS`; a duplicate name raises."""
+    """Decorator adding an attack function to :data:`ATTACKS`; a duplicate name raises.
+
+    Iterative attacks take ``step_size`` and ``random_start`` as options besides ``options``;
+    ``fixed_step=False`` marks an attack with its own step schedule (see :class:`AttackSpec`).
+    """
 
     def decorate(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
         if name in ATTACKS:
             raise ValueError(f"attack {name!r} is already registered")
-        ATTACKS[name] = AttackSpec(name, fn, iterative, tuple(norms), summary)
+        own = {**(ITERATIVE_OPTIONS if iterative else {}), **(options or {})}
+        ATTACKS[name] = AttackSpec(
+            name, fn, iterative, tuple(norms), summary, step_rule, iterative and fixed_step, own
+        )
         return fn
 
     return decorate
@@ -75,6 +114,32 @@ def parse_attacks(names: str | Sequence[str]) -> tuple[str, ...]:
         get_attack(n)
     if len(set(out)) != len(out):
         raise ValueError(f"an attack appears twice in {names!r}")
+    return out
+
+
+def fixed_step_attacks() -> tuple[str, ...]:
+    """The attacks the shared ``step_size`` applies to (registry order)."""
+    return tuple(n for n, s in ATTACKS.items() if s.fixed_step)
+
+
+def parse_option_items(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["pgd.step_size=1/255", "wgd.gamma=-1"]`` → ``{"pgd": {"step_size": 1/255}, ...}``.
+
+    Each item is ``ATTACK.OPTION=VALUE``; the value is converted by the option's parser. An
+    option given twice for the same attack is an error.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        attack, dot, key = target.strip().partition(".")
+        if not sep or not dot or not attack or not key:
+            raise ValueError(
+                f"an attack option is ATTACK.OPTION=VALUE, e.g. pgd.step_size=1/255, got {item!r}"
+            )
+        spec = get_attack(attack)
+        if key in out.get(attack, {}):
+            raise ValueError(f"option {attack}.{key} is given twice")
+        out.setdefault(attack, {}).update(spec.parse_options({key: value.strip()}))
     return out
 
 
@@ -110,24 +175,31 @@ def run_attack(
     random_start: bool | None = None,
     generator: Any = None,
     losses: Mapping[str, Any] | None = None,
-    **options: Any,
+    options: Mapping[str, Any] | None = None,
 ) -> Tensor:
     """Call attack ``name`` with the shared arguments it takes.
 
-    Single-step attacks ignore ``steps``, ``step_size``, ``random_start`` and ``generator``;
-    ``random_start=None`` keeps each attack's own default; ``options`` are attack-specific
-    (``gamma`` for wgd, ``decay`` for mim, ``rho`` for apgd).
+    Single-step attacks ignore ``steps``, ``step_size``, ``random_start`` and ``generator``.
+    The shared ``step_size`` reaches only the fixed-step attacks (:attr:`AttackSpec.fixed_step`):
+    APGD keeps its own schedule whatever it is. ``random_start=None`` keeps each attack's own
+    default. ``options`` are this attack's own (:attr:`AttackSpec.options`: ``gamma`` for wgd,
+    ``decay`` for mim, ``rho`` for apgd, ``step_size`` for any iterative attack) and win over the
+    shared arguments.
     """
     spec = get_attack(name)
     if norm not in spec.norms:
         raise ValueError(
             f"unknown norm {norm!r} for attack {name!r}; choose from {', '.join(spec.norms)}"
         )
-    kwargs: dict[str, Any] = {"eps": eps, "norm": norm, "losses": losses, **options}
+    own = spec.parse_options(options or {})
+    kwargs: dict[str, Any] = {"eps": eps, "norm": norm, "losses": losses}
     if spec.iterative:
         if steps is None:
             raise ValueError(f"attack {name!r} needs steps (an integer >= 1)")
-        kwargs.update(steps=steps, step_size=step_size, generator=generator)
+        kwargs.update(steps=steps, generator=generator)
+        if spec.fixed_step and step_size is not None:
+            kwargs["step_size"] = step_size
         if random_start is not None:
             kwargs["random_start"] = random_start
+    kwargs.update(own)
     return spec.fn(model, x, y, tasks, weights, **kwargs)

@@ -17,12 +17,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from rts.tasks.losses import task_errors
 from rts.tasks.registry import SEG_CLASSES, SEG_IGNORE, parse_tasks
+
+if TYPE_CHECKING:
+    from rts.attacks.evaluate import PerImage
 
 MIN_SKILL = 0.0
 """A main task at or below this skill is flagged: its vulnerability says nothing."""
@@ -173,3 +177,44 @@ def skill_flag(name: str, task: str, value: float, spread: float = math.nan) -> 
             "the image"
         )
     return ""
+
+
+FIT_IMAGES = 1024
+"""The trivial predictor is fitted on at most this many training images, evenly spread."""
+
+
+def model_skill(
+    per_image: PerImage, train: Any, data: Any, *, batch_size: int = 64
+) -> dict[str, float]:
+    """Skill of every task of an evaluation (``rts attack``), from its clean errors on ``data``.
+
+    Args:
+        per_image: :func:`rts.attacks.evaluate.attack_per_image` run on ``data``.
+        train: the training split (a ``TaskDataset``); the trivial predictor is fitted on up to
+            :data:`FIT_IMAGES` of its images, evenly spread.
+        data: the evaluated images.
+        batch_size: images per batch while reading labels.
+    """
+    keys = per_image.eval_keys
+    if len(train) > FIT_IMAGES:
+        train = train.subset(torch.linspace(0, len(train) - 1, FIT_IMAGES).long())
+    trivial = trivial_errors(
+        fit_trivial(train.batches(batch_size), keys), data.batches(batch_size), keys
+    )
+    errors = {k: float(per_image.clean[k][1].double().mean()) for k in keys}
+    return skills(errors, trivial)
+
+
+def format_skill(values: Mapping[str, float]) -> str:
+    """``"skill (1 - error / error of the training mean): s 0.42, d 0.71"``, plus one line per
+    task that has not learned (skill ≤ :data:`MIN_SKILL`)."""
+    text = "skill (1 - error / error of the training mean): " + ", ".join(
+        f"{k} {v:.2f}" for k, v in values.items()
+    )
+    weak = [k for k, v in values.items() if not v > MIN_SKILL]
+    if weak:
+        text += (
+            f"\nwarning: task(s) {', '.join(weak)} not learned (skill <= {MIN_SKILL:g}): "
+            "their vulnerability says nothing"
+        )
+    return text

@@ -5,32 +5,34 @@ The paper defines, for an iterative attack on the tasks ``T'``,
 * the inverse task attack rate ``L̃_i(t) = L_i(t) / L_i(0)``, and
 * the relative inverse attack rate ``r_i(t) = L̃_i(t) / E_j[L̃_j(t)]``,
 
-and says WGD "weights the gradient of each task by the relative inverse task attack rate" so that
-the attack "affects all targeted tasks, including those that have a smaller contribution to the
-joint loss". It gives no algorithm (its Appendix D is only a code listing) and the published code
-never computes ``r_i`` (peers.md §1.2). Our reading:
+and says WGD is "a multi-step attack where the gradient of each task is weighted by the relative
+inverse task attack rate", one that "adjusts at each step of the attack which tasks are attacked
+and how much the gradient of each task is penalized", so that it "affects all targeted tasks –
+including those that have a smaller contribution to the joint loss". It gives no algorithm (its
+Appendix D is only a code listing) and the published code never computes ``r_i`` (peers.md
+§1.2). This module offers the readings side by side; ``benchmarks/wgd.py`` measures them and the
+strongest is the default (docs/attacks.md, "WGD").
 
-* ``L_i(0)`` is task ``i``'s loss on the **clean** input, per sample. Dividing by it puts every
-  task on the same scale (a relative loss increase), which is what removes the advantage of the
-  tasks that dominate the joint loss; the published code's ``RELATIVE_WEIGHT`` strategy does
-  exactly this (it takes ``L_i(0)`` after the random start; we take the clean input so the
-  reference does not depend on the noise).
-* The paper borrows ``r_i`` from GradNorm (Chen et al. 2018), where the loss *decreases* and a
-  task with a small ``r_i`` trains fastest and is slowed down. In an attack the loss *increases*:
-  a task with a small ``r_i`` is the one the attack has moved **least** so far, so it must get
-  **more** weight. The step objective is therefore
+* **Scale** (every reading): ``L_i(0)`` is task ``i``'s loss on the **clean** input, per sample;
+  dividing by it puts every task on the same scale (a relative loss increase), the published
+  code's ``RELATIVE_WEIGHT`` strategy (which takes ``L_i(0)`` after its random start).
+* **gamma** (``select="all"``): the step objective is
+  ``J(t) = Σ_i w_i · ρ_i(t) · L_i(x_t) / L_i(0)``, ``ρ_i(t) = r_i(t)^(-γ) / mean_j r_j(t)^(-γ)``,
+  with ``ρ_i`` detached and of mean 1 per sample. ``γ = 0`` is ``RELATIVE_WEIGHT``;
+  ``γ = -1`` weights each task by ``r_i`` itself (the paper's literal wording: the task already
+  moved most is pushed most); ``γ > 0`` weights by the inverse of ``r_i`` (GradNorm's reading
+  turned around for an attack, whose losses rise: the task moved least is pushed most).
+* **select="cyclic"**: step ``t`` attacks only task ``t mod M`` (``w_k L_k / L_k(0)``): the
+  published ``CYCLIC_STEP`` ("which tasks are attacked" at each step). ``gamma`` has no effect.
+* **balance="gradient"**: each task's input gradient is normalised per sample by its dual norm
+  (L1 for L-inf, L2 for L2) before they are combined, ``g = Σ_i w_i ρ_i ∇L_i / ‖∇L_i‖_q`` ("how
+  much the gradient of each task is penalized"), so every task's first-order gain per step is
+  equal. Cost: one forward and **M backward passes** per step (the other readings: one).
 
-  ``J(t) = Σ_i w_i · ρ_i(t) · L_i(x_t) / L_i(0)``,  ``ρ_i(t) = r_i(t)^(-γ) / mean_j r_j(t)^(-γ)``
-
-  with ``ρ_i`` detached (a weight, not part of the gradient) and normalised to mean 1 per sample.
-  ``γ`` sets how hard lagging tasks are pushed: ``γ = 0`` is the published code's
-  ``RELATIVE_WEIGHT`` (``Σ_i L_i / L_i(0)``); ``γ = 1`` (default) weights each task by the inverse
-  of its relative attack rate. With one attacked task ``ρ = 1`` and WGD moves exactly as PGD.
-* Everything is per sample (``L_i(0)``, ``r_i``, ``ρ_i``), so a batch is attacked exactly as its
-  samples are one by one.
-
-Guard: a task whose clean loss is 0 (or not finite) for a sample, e.g. a label with no valid
-pixel, has no defined attack rate; it is left out of that sample's objective and of its means.
+Everything is per sample (``L_i(0)``, ``r_i``, ``ρ_i``, the gradient norms), so a batch is
+attacked exactly as its samples are one by one, and with one attacked task every reading moves
+exactly as PGD. Guard: a task whose clean loss is 0 (or not finite) for a sample, e.g. a label
+with no valid pixel, has no attack rate; it is left out of that sample's objective and means.
 The steps are PGD's (:func:`attacks.pgd.iterate`): same step size, random start and projection.
 """
 
@@ -48,13 +50,25 @@ from rts.attacks.objective import (
     attack_mode,
     check_step_size,
     check_steps,
+    forward,
+    loss_and_grad,
     per_task_losses,
     prepare,
 )
-from rts.attacks.pgd import default_step_size, iterate
-from rts.attacks.projection import COMPAT_NORMS, NORMS
+from rts.attacks.options import choice, finite
+from rts.attacks.pgd import StepGradient, default_step_size, iterate, plain_gradient
+from rts.attacks.projection import COMPAT_NORMS, NORMS, dual_norm, lp_norm, per_sample
 from rts.attacks.registry import register_attack
-from rts.tasks.losses import PerSampleLoss, weighted_sum
+from rts.tasks.losses import PerSampleLoss, task_losses, weighted_sum
+
+SELECTS: tuple[str, ...] = ("all", "cyclic")
+"""Which tasks a step attacks: ``all`` of them (weighted by ``ρ``) or one per step in turn."""
+
+BALANCES: tuple[str, ...] = ("loss", "gradient")
+"""How tasks are put on one scale: their losses over ``L_i(0)``, or unit input gradients."""
+
+DEFAULT_GAMMA = 1.0
+"""The default exponent (docs/attacks.md, "WGD", gives the measurement behind it)."""
 
 
 def attack_rate_weights(
@@ -63,8 +77,8 @@ def attack_rate_weights(
     """The WGD weights ``ρ_i(t)`` per sample (``{task: [N]}``, mean 1 over the defined tasks).
 
     ``L̃_i = L_i / L_i(0)``, ``r_i = L̃_i / mean_j L̃_j``, ``ρ_i ∝ r_i^(-γ)`` normalised to mean 1
-    (computed as a softmax of ``-γ·log r_i`` for stability). Undefined tasks (clean loss 0 or not
-    finite) get ``ρ = 0``.
+    (computed as a softmax of ``-γ·log r_i`` for stability; ``γ`` of any sign). Undefined tasks
+    (clean loss 0 or not finite) get ``ρ = 0``.
     """
     keys = list(per_task)
     cur = torch.stack([per_task[k].detach() for k in keys])  # [M, N]
@@ -81,6 +95,13 @@ def attack_rate_weights(
     return {k: rho[i] for i, k in enumerate(keys)}
 
 
+def _inverse_clean(clean: Tensor, like: Tensor) -> Tensor:
+    """``1 / L_i(0)`` per sample, 0 where the clean loss is 0 or not finite (no attack rate)."""
+    ref = clean.to(like.dtype)
+    defined = torch.isfinite(ref) & (ref > 0)
+    return torch.where(defined, 1 / ref.clamp_min(torch.finfo(ref.dtype).tiny), 0)
+
+
 def wgd_objective(
     clean: Mapping[str, Tensor], weights: Mapping[str, float], gamma: float
 ) -> Combine:
@@ -88,20 +109,83 @@ def wgd_objective(
 
     def combine(per_task: Mapping[str, Tensor]) -> Tensor:
         rho = attack_rate_weights(per_task, clean, gamma)
-        scaled = {}
-        for k, value in per_task.items():
-            ref = clean[k].to(value.dtype)
-            coef = torch.where(rho[k] > 0, rho[k] / ref.clamp_min(torch.finfo(ref.dtype).tiny), 0)
-            scaled[k] = value * coef
+        scaled = {
+            k: value * rho[k] * _inverse_clean(clean[k], value) for k, value in per_task.items()
+        }
         return weighted_sum(scaled, weights)
 
     return combine
 
 
+def cyclic_gradient(
+    model: nn.Module,
+    y: Mapping[str, Tensor],
+    keys: Sequence[str],
+    losses: Mapping[str, PerSampleLoss] | None,
+    clean: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+) -> StepGradient:
+    """Step ``t`` ascends ``w_k L_k / L_k(0)`` of task ``k = keys[t mod M]`` alone (its head)."""
+
+    def gradient(step: int, x_adv: Tensor) -> tuple[Tensor, Tensor]:
+        k = keys[step % len(keys)]
+
+        def combine(per_task: Mapping[str, Tensor]) -> Tensor:
+            value = per_task[k]
+            return weights[k] * value * _inverse_clean(clean[k], value)
+
+        return loss_and_grad(model, x_adv, y, [k], losses, combine)
+
+    return gradient
+
+
+def balanced_gradient(
+    model: nn.Module,
+    y: Mapping[str, Tensor],
+    keys: Sequence[str],
+    losses: Mapping[str, PerSampleLoss] | None,
+    clean: Mapping[str, Tensor],
+    weights: Mapping[str, float],
+    gamma: float,
+    norm: str,
+) -> StepGradient:
+    """``g = Σ_i w_i ρ_i ∇L_i / ‖∇L_i‖_q`` per sample: one forward, one backward per task."""
+    q = dual_norm(norm)
+
+    def gradient(step: int, x_adv: Tensor) -> tuple[Tensor, Tensor]:
+        x_adv = x_adv.detach().requires_grad_(True)
+        per_task = task_losses(forward(model, x_adv, keys), y, list(keys), losses)
+        rho = attack_rate_weights(per_task, clean, gamma)
+        total = torch.zeros_like(x_adv)
+        for i, k in enumerate(keys):
+            value = per_task[k]
+            if not value.requires_grad:
+                continue
+            (g,) = torch.autograd.grad(
+                value.sum(), x_adv, retain_graph=i < len(keys) - 1, allow_unused=True
+            )
+            if g is None:
+                continue
+            g = torch.nan_to_num(g.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+            scale = lp_norm(g, q).clamp_min(torch.finfo(g.dtype).tiny)
+            coef = weights[k] * rho[k] / scale
+            total = total + per_sample(coef, g) * g
+        objective = weighted_sum(
+            {k: v.detach() * rho[k] * _inverse_clean(clean[k], v) for k, v in per_task.items()},
+            weights,
+        )
+        return objective, total
+
+    return gradient
+
+
 @register_attack(
     "wgd",
     norms=NORMS + COMPAT_NORMS,
-    summary="the paper's weighted gradient attack: tasks weighted by inverse attack rate",
+    summary="the paper's weighted gradient attack: each task on its own scale, lagging tasks "
+    "pushed (readings: gamma, select, balance)",
+    step_rule="eps/4",
+    options={"gamma": finite, "select": choice(*SELECTS), "balance": choice(*BALANCES)},
 )
 def wgd(
     model: nn.Module,
@@ -117,30 +201,41 @@ def wgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     losses: Mapping[str, PerSampleLoss] | None = None,
-    gamma: float = 1.0,
+    gamma: float = DEFAULT_GAMMA,
+    select: str = "all",
+    balance: str = "loss",
 ) -> Tensor:
-    """WGD against ``tasks``: PGD steps on ``Σ_i w_i ρ_i(t) L_i / L_i(0)`` (see the module doc).
+    """WGD against ``tasks``: PGD steps on each task's relative loss (see the module doc).
 
     Args are those of :func:`attacks.pgd.pgd`, plus:
-        gamma: exponent of the inverse attack rate, ``>= 0``; 0 = the published code's
-            ``RELATIVE_WEIGHT`` strategy.
+        gamma: exponent of the relative attack rate, any finite sign: ``ρ_i ∝ r_i^(-γ)``;
+            0 = the published ``RELATIVE_WEIGHT``, -1 = weights ``∝ r_i`` (the paper's words).
+        select: ``"all"`` tasks at every step, or ``"cyclic"``: task ``t mod M`` at step ``t``
+            (the published ``CYCLIC_STEP``; ``gamma`` and ``balance`` then change nothing).
+        balance: ``"loss"`` (one backward per step) or ``"gradient"``: every task's input
+            gradient normalised per sample before they are combined (M backwards per step).
     """
     setup = prepare(x, y, tasks, weights, losses, eps, norm, NORMS + COMPAT_NORMS)
     steps = check_steps(steps)
-    alpha = check_step_size(step_size, default_step_size(setup.eps, steps))
-    gamma = float(gamma)
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"gamma must be finite and >= 0, got gamma={gamma}")
+    alpha = check_step_size(step_size, default_step_size(setup.eps))
+    gamma = finite("gamma", gamma)
+    select = choice(*SELECTS)("select", select)
+    balance = choice(*BALANCES)("balance", balance)
     x0 = x.detach()
     with attack_mode(model, x0), torch.no_grad():
         clean = per_task_losses(model, x0, y, setup.keys, losses)
+    keys, w = setup.keys, setup.weights
+    if select == "cyclic":
+        gradient = cyclic_gradient(model, y, keys, losses, clean, w)
+    elif balance == "gradient":
+        gradient = balanced_gradient(model, y, keys, losses, clean, w, gamma, setup.norm)
+    else:
+        gradient = plain_gradient(model, y, keys, losses, wgd_objective(clean, w, gamma))
+
     return iterate(
         model,
         x,
-        y,
-        setup.keys,
-        losses,
-        wgd_objective(clean, setup.weights, gamma),
+        gradient,
         eps=setup.eps,
         steps=steps,
         step_size=alpha,

@@ -2,9 +2,11 @@
 
 Loads the checkpoint (a file, or a run folder holding ``last.pt`` / ``epoch_XXX.pt``), the
 validation split of the data it was trained on (its ``data`` meta; ``--data`` overrides it), runs
-:func:`attacks.evaluate.evaluate_robustness` and prints the table. The full table is written
-atomically to ``attack.parquet`` in the run folder (or ``--out``), the resolved settings to
-``attack.json`` beside it.
+the attacks (:func:`attacks.evaluate.attack_per_image`) and prints the table and each task's
+skill. The full table is written atomically to ``attack.parquet`` in the run folder (or
+``--out``), the resolved settings to ``attack.json`` beside it. ``--chain d,dD,dDn`` attacks the
+growing sets of Definition 3 on the same images and also writes ``chain.parquet`` (the paper's
+Figure 1, with bootstrap intervals: :mod:`attacks.chain`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from rts.tasks.weights import parse_weights
 
 OUTPUT = "attack.parquet"
 SETTINGS = "attack.json"
+CHAIN = "chain.parquet"
+"""= :data:`rts.attacks.chain.CHAIN_FILE` (not imported here: ``rts --help`` stays fast)."""
 SHOWN = (
     "attack",
     "attacked",
@@ -55,7 +59,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--steps", type=int, default=25, help="steps of each attack (default 25)")
     p.add_argument("--norm", default="linf", help="linf, l2 or the compat l2-batch (default linf)")
     p.add_argument(
-        "--step-size", default=None, help="step size (default: each attack's own, see docs)"
+        "--step-size",
+        default=None,
+        help=(
+            "step size of the fixed-step attacks only (pgd, mim, wgd; default eps/4, the paper's "
+            "2/255 at 8/255); APGD keeps its own schedule (2*eps, halved), set it with "
+            "--option apgd.step_size=S"
+        ),
+    )
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="ATTACK.OPTION=VALUE",
+        help=(
+            "one attack's own option, repeatable: pgd.step_size=1/255, wgd.gamma=-1, "
+            "wgd.select=cyclic, wgd.balance=gradient, apgd.rho=0.75, mim.decay=1 (see docs)"
+        ),
     )
     p.add_argument(
         "--tasks",
@@ -63,12 +83,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="attacked task sets, comma-separated, e.g. 's,sd' (default: all the model's tasks)",
     )
     p.add_argument(
+        "--chain",
+        default=None,
+        help=(
+            "Definition 3: attacked sets each adding one task, e.g. d,dD,dDn,dDnE,sdDnE; "
+            f"prints each set's adversarial vulnerability and its increments, writes {CHAIN}"
+        ),
+    )
+    p.add_argument(
         "--eval-tasks", default=None, help="tasks to report (default: all the model's tasks)"
     )
     p.add_argument(
         "--weights", default=None, help="attack weights, e.g. 's=1,d=0.1' (default uniform)"
     )
-    p.add_argument("--gamma", type=float, default=None, help="WGD's exponent γ (default 1)")
+    p.add_argument(
+        "--gamma", default=None, help="WGD's exponent γ, any sign (= --option wgd.gamma=G)"
+    )
     p.add_argument("--batch-size", type=int, default=16, help="images per attack call (16)")
     p.add_argument("--n", type=int, default=None, help="attack only the first N images")
     p.add_argument(
@@ -116,8 +146,15 @@ def _weights(text: str | None) -> dict[str, float] | None:
 
 def check_args(args: argparse.Namespace) -> dict[str, Any]:
     """Validate the cheap arguments before loading anything; the parsed values."""
+    from rts.attacks.options import positive
     from rts.attacks.projection import COMPAT_NORMS, NORMS
-    from rts.attacks.registry import get_attack, parse_attacks, parse_eps
+    from rts.attacks.registry import (
+        fixed_step_attacks,
+        get_attack,
+        parse_attacks,
+        parse_eps,
+        parse_option_items,
+    )
 
     attacks = parse_attacks(args.attack)
     eps = parse_eps(args.eps)
@@ -138,10 +175,25 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     step_size = None
     if args.step_size is not None:
-        step_size = _positive(args.step_size, "--step-size")
-    if args.gamma is not None and not args.gamma >= 0:
-        raise ValueError(f"--gamma must be >= 0, got {args.gamma}")
-    options = {"wgd": {"gamma": args.gamma}} if args.gamma is not None and "wgd" in attacks else {}
+        step_size = positive("--step-size", args.step_size)
+        if not set(attacks) & set(fixed_step_attacks()):
+            raise ValueError(
+                f"--step-size applies to the fixed-step attacks ({', '.join(fixed_step_attacks())})"
+                f" only and --attack runs none of them; use --option {attacks[0]}.step_size=S"
+            )
+    options = parse_option_items(args.option)
+    if args.gamma is not None:
+        if "gamma" in options.get("wgd", {}):
+            raise ValueError("--gamma and --option wgd.gamma both set WGD's gamma; give one")
+        options.setdefault("wgd", {}).update(get_attack("wgd").parse_options({"gamma": args.gamma}))
+    not_run = [a for a in options if a not in attacks]
+    if not_run:
+        raise ValueError(
+            f"options for attack(s) {', '.join(not_run)} that --attack does not run "
+            f"({', '.join(attacks)})"
+        )
+    if args.chain is not None and args.tasks is not None:
+        raise ValueError("--chain and --tasks both name the attacked sets; give one")
     return {
         "attacks": attacks,
         "eps": eps,
@@ -151,19 +203,8 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _positive(text: str, flag: str) -> float:
-    try:
-        num, _, den = text.partition("/")
-        value = float(num) / float(den) if den else float(num)
-    except (ValueError, ZeroDivisionError):
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise ValueError(f"{flag} must be a positive number or fraction like 2/255, got {text!r}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
-    """Attack, print the table, write ``attack.parquet`` and ``attack.json``."""
+    """Attack, print the table (and the chain), write ``attack.parquet`` and ``attack.json``."""
     parsed = check_args(args)
     from rts.search.engine.storage import fetch
 
@@ -173,14 +214,20 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from rts.attacks.evaluate import evaluate_robustness, parse_task_sets
+    from rts.attacks.chain import chain_table, format_chain, parse_chain
+    from rts.attacks.evaluate import attack_per_image, parse_task_sets, robustness_table
+    from rts.attacks.registry import get_attack
+    from rts.attacks.skill import format_skill, model_skill
     from rts.models import load_checkpoint, resolve_device
     from rts.tasks.data import DataSpec, load_data
     from rts.tasks.io import atomic_path, atomic_write_text
 
     device = resolve_device(args.device)
     model, meta = load_checkpoint(ckpt, map_location=device)
-    sets = parse_task_sets(args.tasks, model.tasks)
+    if args.chain is not None:
+        sets = parse_chain(args.chain, model.tasks)
+    else:
+        sets = parse_task_sets(args.tasks, model.tasks)
     for keys in sets:
         missing = [k for k in keys if k not in model.tasks]
         if missing:
@@ -197,9 +244,10 @@ def run(args: argparse.Namespace) -> int:
     if len(data) == 0:
         raise ValueError(f"the {args.split} split of {spec.source!r} is empty")
     total = min(len(data), args.n) if args.n else len(data)
+    data = data.subset(list(range(total)))
 
     with tqdm(total=total, unit="img", desc="attack", disable=args.no_progress) as bar:
-        table = evaluate_robustness(
+        per_image = attack_per_image(
             model,
             data,
             parsed["attacks"],
@@ -211,14 +259,20 @@ def run(args: argparse.Namespace) -> int:
             weights=parsed["weights"],
             eval_tasks=args.eval_tasks,
             batch_size=args.batch_size,
-            limit=args.n,
             seed=args.seed,
             attack_options=parsed["options"],
             progress=bar.update,
         )
+    table = robustness_table(per_image)
+    skills = model_skill(per_image, train_set, data, batch_size=args.batch_size)
     out_dir = args.out if args.out is not None else ckpt.parent
     with atomic_path(out_dir / OUTPUT) as tmp:
         table.to_parquet(tmp, index=False)
+    chain = None
+    if args.chain is not None:
+        chain = chain_table(per_image, sets, seed=args.seed)
+        with atomic_path(out_dir / CHAIN) as tmp:
+            chain.to_parquet(tmp, index=False)
     settings = {
         "checkpoint": str(ckpt),
         "attacks": list(parsed["attacks"]),
@@ -226,7 +280,9 @@ def run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "norm": args.norm,
         "step_size": parsed["step_size"],
+        "step_rules": {a: get_attack(a).step_rule for a in parsed["attacks"]},
         "tasks": ["".join(k) for k in sets],
+        "chain": args.chain is not None,
         "eval_tasks": args.eval_tasks,
         "weights": parsed["weights"],
         "attack_options": parsed["options"],
@@ -235,12 +291,18 @@ def run(args: argparse.Namespace) -> int:
         "data": dataclasses.asdict(spec),
         "seed": args.seed,
         "device": str(device),
+        "skill": skills,
     }
     atomic_write_text(out_dir / SETTINGS, json.dumps(settings, indent=2) + "\n")
     print(
         f"{ckpt}: {total} {args.split} images, eps={args.eps} ({parsed['eps']:.5f}), "
         f"{args.norm}, {args.steps} steps"
     )
+    print(format_skill(skills))
     print(table[list(SHOWN)].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"wrote {out_dir / OUTPUT}")
+    if chain is not None:
+        print()
+        print(format_chain(chain))
+        print(f"wrote {out_dir / CHAIN}")
     return 0

@@ -41,7 +41,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the search space size, the stages and the estimated trial count, then exit",
+        help=(
+            "print the search space size, the stages, the estimated trials and GPU-hours, then "
+            "exit; reads no data (a missing data folder is a warning, not an error)"
+        ),
     )
     p.add_argument(
         "--storage",
@@ -64,17 +67,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Validate the config, then print the plan (``--dry-run``) or run the search."""
     from rts.search.config.convert import load_config, resolve
+    from rts.search.config.validate import missing_data, validate
     from rts.search.engine.paths import run_dir
     from rts.search.engine.plan import format_plan, plan_search
     from rts.search.engine.stages import SearchInterrupted, check_ray_args
     from rts.search.results.pipeline import run_search
 
-    cfg = resolve(load_config(args.config, args.overrides))
+    cfg = load_config(args.config, args.overrides, check=False)
+    validate(cfg, require_data=not args.dry_run)  # a dry run reads no data
+    cfg = resolve(cfg)
     check_ray_args(args.address, args.num_cpus)
     paths = run_dir(cfg, args.storage)
     if args.dry_run:
         print(format_plan(cfg, plan_search(cfg)))
         print(f"results would go to {paths.display}")
+        missing = missing_data(cfg.data)
+        if missing:
+            print(f"rts: warning: {missing}; the plan needs no data, a run does", file=sys.stderr)
         return 0
     import optuna
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -171,7 +172,7 @@ def task_set_values(run: RunData, main: str, *, source: str = "target") -> dict[
 def enable_chain(
     values: Mapping[str, float], main: str, full: str, *, order: str = "least"
 ) -> pd.DataFrame:
-    """Figure-1-style chain: vulnerability as the tasks of ``full`` are enabled one by one.
+    """A chain across separately trained models: the main task's value as tasks are added.
 
     Starts at ``main`` alone and adds one task of ``full`` (with or without the main task) per
     step, among those whose enlarged
@@ -179,9 +180,14 @@ def enable_chain(
     giving the lowest next value (the most robust path), ``"most"`` the highest, ``"given"`` the
     next task in the order written in ``full``. Stops when no next set has a value.
 
+    This is *not* Definition 3 (the paper's marginal vulnerability attacks one model's growing
+    task sets and measures the joint loss: :mod:`rts.attacks.chain`): each step here is another
+    model, and the value is the main task's relative vulnerability (supplement Figures 12-13).
+
     Returns:
         Columns ``step`` (0 = main alone), ``tasks``, ``added`` (``""`` at step 0), ``value``,
-        ``marginal`` (Definition 3: value minus the previous step's; NaN at step 0).
+        ``effect`` (the effect of adding the task on the main task's value: value minus the
+        previous step's; NaN at step 0).
     """
     if order not in ("least", "most", "given"):
         raise ValueError(f"order must be 'least', 'most' or 'given', got order={order!r}")
@@ -197,7 +203,7 @@ def enable_chain(
             "tasks": current,
             "added": "",
             "value": vals.get(current, math.nan),
-            "marginal": math.nan,
+            "effect": math.nan,
         }
     ]
     remaining = [k for k in full if k not in current]
@@ -218,9 +224,38 @@ def enable_chain(
                 "tasks": nxt,
                 "added": k,
                 "value": vals[nxt],
-                "marginal": vals[nxt] - prev,
+                "effect": vals[nxt] - prev,
             }
         )
         current = nxt
         remaining.remove(k)
     return pd.DataFrame(rows)
+
+
+def definition3_chains(run: RunData) -> list[tuple[str, pd.DataFrame]]:
+    """The Definition-3 chains measured on this run's models: ``(label, table)`` pairs.
+
+    Each is the table (:data:`rts.attacks.chain.CHAIN_COLUMNS`) that ``rts attack <checkpoint
+    folder> --chain ...`` wrote beside a stage-2 checkpoint; the label names the folder.
+    """
+    if run.path is None:
+        return []
+    from rts.attacks.chain import CHAIN_FILE
+    from rts.search.engine.paths import RunPaths
+
+    found = sorted(RunPaths(Path(run.path)).checkpoints.glob(f"*/{CHAIN_FILE}"))
+    return [(f.parent.name, pd.read_parquet(f)) for f in found]
+
+
+def chain_candidate(run: RunData) -> tuple[str, str] | None:
+    """``(checkpoint, tasks)`` of the finished stage-2 model with the most tasks (at least two),
+    the model Definition 3 can be measured on; None without one."""
+    t = run.trials
+    if "checkpoint" not in t.columns:
+        return None
+    t = t[(t["stage"] == 2) & (t["status"] == FINISHED) & (t["tasks"].str.len() >= 2)]
+    t = t[t["checkpoint"].fillna("").astype(str) != ""]
+    if t.empty:
+        return None
+    row = t.loc[t["tasks"].str.len().idxmax()]
+    return str(row["checkpoint"]), str(row["tasks"])

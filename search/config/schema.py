@@ -6,6 +6,7 @@ checked by :mod:`rts.search.config.validate` against the registry itself.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import typing
 from dataclasses import dataclass, field
@@ -197,13 +198,70 @@ class Stage2Config:
 
 
 @dataclass(frozen=True)
+class StepOptions:
+    """Options of a fixed-step attack (``attack.options.pgd``); ``None`` = the attack's default.
+
+    Attributes:
+        step_size: this attack's step size (wins over ``attack.step_size``).
+        random_start: whether it starts from a random point of the ball.
+    """
+
+    step_size: float | None = None
+    random_start: bool | None = None
+
+
+@dataclass(frozen=True)
+class MimOptions(StepOptions):
+    """``attack.options.mim``: :class:`StepOptions` plus the momentum ``decay``."""
+
+    decay: float | None = None
+
+
+@dataclass(frozen=True)
+class ApgdOptions(StepOptions):
+    """``attack.options.apgd``: its *initial* step (default 2·eps), start, and ``rho``."""
+
+    rho: float | None = None
+
+
+@dataclass(frozen=True)
+class WgdOptions(StepOptions):
+    """``attack.options.wgd``: the WGD reading (``gamma``, ``select``, ``balance``;
+    docs/attacks.md, "WGD")."""
+
+    gamma: float | None = None
+    select: str | None = None
+    balance: str | None = None
+
+
+@dataclass(frozen=True)
+class AttackOptions:
+    """Each attack's own options (``attack.options: {pgd: {step_size: 1/255}, wgd: {gamma:
+    -1}}``), checked against the attack registry by :mod:`rts.search.config.validate`."""
+
+    pgd: StepOptions = field(default_factory=StepOptions)
+    mim: MimOptions = field(default_factory=MimOptions)
+    apgd: ApgdOptions = field(default_factory=ApgdOptions)
+    wgd: WgdOptions = field(default_factory=WgdOptions)
+
+    def of(self, attack: str) -> dict[str, typing.Any]:
+        """The options set for ``attack`` (``{}`` for an attack without options)."""
+        values = getattr(self, attack, None)
+        if values is None:
+            return {}
+        return {k: v for k, v in dataclasses.asdict(values).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     """The attacks (the ``attack:`` section); ``eps`` accepts fractions such as ``8/255``.
 
     Attributes:
         eps: perturbation budget in pixel units ([0, 1] images).
         norm: ``linf`` or ``l2``.
-        step_size: step size; ``None`` = the attack's default (eps/4 for PGD).
+        step_size: step size of the fixed-step attacks (PGD, MIM, WGD); ``None`` = their
+            default, the paper's ``eps/4``. Auto-PGD never takes it (its own schedule starts at
+            ``2·eps``); set ``options.apgd.step_size`` for that.
         target: attacked tasks: ``main`` (a single-task attack on the main task, the paper's
             default) or ``all`` (a multi-task attack on every task of the model).
         images: validation images attacked per evaluation (the first ones, the same in every
@@ -217,6 +275,7 @@ class AttackConfig:
             ranked by (:data:`rts.attacks.statistics.STATISTICS`): ``mean`` (the paper's mean of
             per-image relative increases), ``ratio_of_means`` (the published code's),
             ``median``, ``adv_error``. Every stage-2 value carries a 95 % bootstrap interval.
+        options: each attack's own options (:class:`AttackOptions`), winning over ``step_size``.
     """
 
     eps: float = 8 / 255
@@ -230,6 +289,7 @@ class AttackConfig:
     steps: int = 25
     aggregate: Literal["worst", "mean"] = "worst"
     statistic: str = "mean"
+    options: AttackOptions = field(default_factory=AttackOptions)
 
 
 @dataclass(frozen=True)

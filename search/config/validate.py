@@ -5,6 +5,7 @@ Every failure is one :class:`ConfigError` naming the value's path, the value and
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import typing
 from pathlib import Path
@@ -21,10 +22,14 @@ from rts.search.config.schema import (
 from rts.tasks.registry import TASK_KEYS, canonical_tasks, get_task
 
 
-def validate(cfg: SearchConfig) -> None:
-    """Check every value against the registries and ranges; raise :class:`ConfigError`."""
+def validate(cfg: SearchConfig, *, require_data: bool = True) -> None:
+    """Check every value against the registries and ranges; raise :class:`ConfigError`.
+
+    ``require_data=False`` (a dry run, which reads no data) accepts a data folder that does not
+    exist here; :func:`missing_data` says so in one line.
+    """
     _check_name(cfg.name)
-    _check_data(cfg.data)
+    _check_data(cfg.data, require_data)
     _check_space(cfg)
     _check_weighting(cfg)
     _check_stages(cfg)
@@ -41,9 +46,17 @@ def _check_name(name: str) -> None:
         _fail("name", f"bad run name {name!r}; use letters, digits, '_', '-', '.'")
 
 
-def _check_data(data: DataConfig) -> None:
+def missing_data(data: DataConfig) -> str | None:
+    """One line when ``data.source`` is a folder that does not exist here, else ``None``."""
     if data.source != "synthetic" and not Path(data.source).expanduser().is_dir():
-        _fail("data.source", f"{data.source!r} is neither 'synthetic' nor an existing folder")
+        return f"data.source: {data.source!r} is neither 'synthetic' nor an existing folder"
+    return None
+
+
+def _check_data(data: DataConfig, require_data: bool = True) -> None:
+    missing = missing_data(data)
+    if missing and require_data:
+        raise ConfigError(missing)
     if data.size < 16:
         _fail("data.size", f"must be at least 16 pixels, got {data.size}")
     if data.n < 4:
@@ -206,6 +219,26 @@ def _check_attack(a: AttackConfig) -> None:
             _fail(
                 f"attack.ensemble[{i}]", f"unknown attack {name!r}; choose from {', '.join(known)}"
             )
+    _check_attack_options(a)
+
+
+def _check_attack_options(a: AttackConfig) -> None:
+    """Each attack's options by the registry's parsers; a shared step that reaches no attack."""
+    from rts.attacks import ATTACKS
+
+    for name in (f.name for f in dataclasses.fields(a.options)):
+        try:
+            ATTACKS[name].parse_options(a.options.of(name))
+        except ValueError as exc:
+            _fail(f"attack.options.{name}", str(exc))
+    run = {a.cheap, *a.ensemble}
+    fixed = [n for n in ATTACKS if ATTACKS[n].fixed_step]
+    if a.step_size is not None and not run & set(fixed):
+        _fail(
+            "attack.step_size",
+            f"applies to the fixed-step attacks ({', '.join(fixed)}) only and none of them runs "
+            f"here ({', '.join(sorted(run))}); set attack.options.<attack>.step_size instead",
+        )
 
 
 def _check_resources(r: ResourcesConfig) -> None:

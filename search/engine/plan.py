@@ -17,6 +17,24 @@ from rts.search.engine.space import Space
 log = logging.getLogger(__name__)
 
 
+GPU_IMAGES_PER_S = 979.0
+"""Training images per second of one ResNet18-epoch unit on one H100 at 256 px (ResNet18 + 5
+decoders, bf16 + channels_last, batch 64; toolchain-facts.md): the GPU-hour estimate's rate."""
+
+
+def gpu_hours(cfg: SearchConfig, plan: Plan) -> float:
+    """Training GPU-hours of ``plan`` on one H100: units × training images × pixels / rate.
+
+    Pixels scale with ``(size / 256)²``; attacks and evaluation are not counted.
+    """
+    images = cfg.data.n * (1 - cfg.data.val_fraction) * (cfg.data.size / 256) ** 2
+    return plan.units_expected * images / GPU_IMAGES_PER_S / 3600
+
+
+def _hours(h: float) -> str:
+    return f"about {h:.0f}" if h >= 10 else f"about {h:.1f}" if h >= 0.1 else "under 0.1"
+
+
 def encoder_cost(name: str) -> float:
     """Relative epoch cost of encoder ``name`` (:attr:`rts.models.EncoderSpec.cost`)."""
     from rts.models import get_encoder
@@ -148,6 +166,9 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         f"estimated trials: {plan.estimated_trials} (about {plan.units_expected:.0f} "
         f"ResNet18-epoch units, {ratio:.0%} of an exhaustive search of "
         f"{plan.exhaustive_configs} configurations = {plan.exhaustive_units:.0f} units)",
+        f"GPU estimate: {_hours(gpu_hours(cfg, plan))} H100-hours of training (bf16, "
+        f"{GPU_IMAGES_PER_S:.0f} ResNet18 images/s at 256 px, scaled by pixels; attacks not "
+        "counted)",
         f"resources: {cfg.resources.cpus_per_trial:g} CPU and {cfg.resources.gpus_per_trial:g} "
         f"GPU per trial; data: {cfg.data.source}, {cfg.data.n} images of "
         f"{cfg.data.size} px",

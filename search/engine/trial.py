@@ -356,6 +356,7 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
         batch_size=spec.batch_size,
         seed=spec.seed,
         per_image=True,
+        attack_options={n: a.options.of(n) for n in spec.attacks if a.options.of(n)},
     )
     table, images = table
     main_images = images[images["task"] == spec.main]

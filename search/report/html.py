@@ -2,7 +2,7 @@
 
 The report puts the answer first (the most robust combination found, how it compares with the
 single-task model, which surrogate to trust next time), then the Table-3-style surrogate
-analysis, the Table 1/2-style heatmaps, the Figure-1-style chains, the Pareto front, the
+analysis, the Table 1/2-style heatmaps, the retrained chains and Definition 3, the Pareto front, the
 surrogate-vs-target scatter plots, every combination, the compute the search spent and the
 config. Images are PNGs embedded as base64 ``data:`` URIs, styles are inline: the one HTML file
 is the whole report. ``summary.md`` says the same in Markdown and links the PNGs, which are also
@@ -26,6 +26,8 @@ import pandas as pd
 from rts.search.analysis.correlate import analyze, surrogate_values
 from rts.search.analysis.effects import effects_display, task_effects
 from rts.search.analysis.paper import (
+    chain_candidate,
+    definition3_chains,
     enable_chain,
     heatmap_panels,
     pair_cells,
@@ -37,6 +39,7 @@ from rts.search.analysis.rundata import RunData, combinations, compute_summary, 
 from rts.search.analysis.stats import MIN_BOOTSTRAP
 from rts.search.report.text import fmt, fmt_p, format_analysis, text_table
 from rts.tasks.io import atomic_write_bytes, atomic_write_text
+from rts.tasks.registry import canonical_tasks
 
 log = logging.getLogger(__name__)
 
@@ -126,16 +129,18 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
                 chains.append((f"{main}: {prefix}most vulnerable next", most))
     add(
         "chains",
-        "Vulnerability as tasks are enabled one by one",
-        "Figure 1 of the paper, across trained models: starting from the main task alone, one "
-        "auxiliary task is added per step (choosing the task whose model is least, or most, "
-        "vulnerable among those measured). Each point is the best measured model of that task "
-        "set: solid lines the stage-2 target, dashed lines the stage-1 (surrogate) models, "
-        "which an exhaustive search has for every subset. Right: the marginal vulnerability of "
-        "each added task (Definition 3); red bars made the model more vulnerable, hatched bars "
-        "belong to the later chains of the legend.",
+        "Effect of adding a task on the main task's relative vulnerability (retrained models)",
+        "Supplement Figures 12-13, across separately trained models: starting from the main task "
+        "alone, one auxiliary task is added per step (choosing the task whose model is least, or "
+        "most, vulnerable among those measured). Each point is the best measured model of that "
+        "task set: solid lines the stage-2 target, dashed lines the stage-1 (surrogate) models, "
+        "which an exhaustive search has for every subset. Right: the effect of adding task t on "
+        "the main task's relative vulnerability (the difference between two models); red bars "
+        "made it worse, hatched bars belong to the later chains of the legend. This is not the "
+        "paper's marginal vulnerability (Definition 3, next figure), which attacks one model.",
         plots.chain_figure(chains),
     )
+    add_definition3(run, add, plots)
 
     combos = combinations(run)
     add(
@@ -169,6 +174,50 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
         ),
     )
     return items
+
+
+def add_definition3(run: RunData, add: Any, plots: Any) -> None:
+    """The Definition-3 figure from the chains ``rts attack --chain`` wrote beside checkpoints,
+    or, without any, the command that measures one on this run's largest model."""
+    chains = definition3_chains(run)
+    caption = (
+        "Figure 1 / Definition 3 of the paper: one model, its attacked task set enabled one task "
+        "per step on the same images; left the adversarial vulnerability E|ΔL| of the joint loss "
+        "of each attacked set (Definition 1), right the marginal vulnerability of each added "
+        "task (the increment), with 95 % bootstrap intervals over the images (grey bars: the "
+        "interval holds 0, a tie). "
+    )
+    if chains:
+        tables = tuple(
+            (f"{label}: chain under each attack", t.drop(columns=["n"])) for label, t in chains
+        )
+        add(
+            "definition3",
+            "Marginal adversarial vulnerability (Definition 3)",
+            caption + f"Measured with rts attack --chain ({len(chains)} chain(s)).",
+            plots.definition3_figure(chains),
+            tables,
+        )
+        return
+    candidate = chain_candidate(run)
+    if candidate is None:
+        hint = "No stage-2 model with two or more tasks: nothing to measure it on."
+    else:
+        ckpt, tasks = candidate
+        main = str(run.trials["main"].iloc[0])
+        rest = [k for k in tasks if k != main]
+        sets = [canonical_tasks(main + "".join(rest[:i])) for i in range(len(rest) + 1)]
+        root = run.path if run.path is not None else Path(".")
+        hint = (
+            f"Not measured yet; on the model with tasks {tasks}: rts attack "
+            f"{Path(root) / ckpt} --chain {','.join(sets)}"
+        )
+    add(
+        "definition3",
+        "Marginal adversarial vulnerability (Definition 3)",
+        caption + hint,
+        plots.definition3_figure([]),
+    )
 
 
 # --------------------------------------------------------------------------------------------

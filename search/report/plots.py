@@ -4,8 +4,10 @@ Figures are built as :class:`matplotlib.figure.Figure` objects attached to an Ag
 nothing here touches pyplot's global state or the user's interactive backend, and everything
 renders headless. :func:`figure_png` turns a figure into PNG bytes (the report embeds them).
 
-The figures follow the paper: Table 1/2 heatmaps (main × auxiliary task), Figure 1 (vulnerability
-as tasks are enabled one by one, with the marginal vulnerability of each added task), the Pareto
+The figures follow the paper: Table 1/2 heatmaps (main × auxiliary task), Figure 1 / Definition 3
+(one model's adversarial vulnerability as its attacked tasks are enabled one by one, with the
+marginal vulnerability of each added task), the retrained chains of supplement Figures 12-13 (the
+effect of adding a task on the main task's relative vulnerability, across models), the Pareto
 front of clean error vs worst-case vulnerability, and surrogate-vs-target scatter plots (Table 3).
 """
 
@@ -118,11 +120,12 @@ def heatmap_figure(panels: Sequence[dict[str, Any]], *, title: str = "") -> Figu
 
 
 def chain_figure(chains: Sequence[tuple[str, pd.DataFrame]], *, title: str = "") -> Figure:
-    """Figure-1-style curves and the marginal vulnerability of each added task.
+    """Chains across separately trained models and the effect of each added task.
 
     ``chains`` are ``(label, frame)`` pairs from :func:`search.analysis.enable_chain`. Left: the
-    value after each step (x labels ``d``, ``+s``, ``+n``…); right: the marginal vulnerability
-    (Definition 3) of each added task, one bar group per chain (red = the task made it worse).
+    main task's value after each step (x labels ``d``, ``+s``, ``+n``…); right: the effect of
+    adding task t on the main task's relative vulnerability, one bar group per chain (red = the
+    task made it worse). Not Definition 3: see :func:`definition3_figure`.
     """
     chains = [
         (f"({i + 1}) {label}", c)
@@ -165,10 +168,10 @@ def chain_figure(chains: Sequence[tuple[str, pd.DataFrame]], *, title: str = "")
     for idx, (label, c) in enumerate(chains):
         m = c.iloc[1:]
         x = np.arange(len(m)) + start
-        colors = ["#c0392b" if v > 0 else "#27ae60" for v in m["marginal"]]
+        colors = ["#c0392b" if v > 0 else "#27ae60" for v in m["effect"]]
         ax_bar.bar(
             x,
-            m["marginal"],
+            m["effect"],
             width=0.8,
             color=colors,
             edgecolor="black",
@@ -191,10 +194,74 @@ def chain_figure(chains: Sequence[tuple[str, pd.DataFrame]], *, title: str = "")
     ax_bar.set_xticks(ticks, labels)
     ax_bar.axhline(0, color="black", linewidth=0.8)
     ax_bar.set_xlabel("added task, in chain order")
-    ax_bar.set_ylabel("marginal vulnerability")
+    ax_bar.set_ylabel("effect on main-task rel. vulnerability")
     ax_bar.grid(axis="y", alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=11)
+    return fig
+
+
+def definition3_attack(table: pd.DataFrame) -> str:
+    """The attack a Definition-3 figure draws: ``worst`` when present, else the first one."""
+    attacks = list(dict.fromkeys(table["attack"]))
+    return "worst" if "worst" in attacks else attacks[0]
+
+
+def definition3_figure(chains: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
+    """Figure 1 / Definition 3: one model's adversarial vulnerability as its attacked set grows.
+
+    ``chains`` are ``(label, table)`` pairs of :func:`rts.attacks.chain.chain_table` tables.
+    Left: ``AV(T_N)`` per step with its bootstrap interval; right: the marginal vulnerability
+    ``Δ_N`` of each added task with its interval (red: the task made the model more vulnerable,
+    grey: the interval holds 0, a tie). One attack per chain (:func:`definition3_attack`).
+    """
+    chains = [(label, c) for label, c in chains if len(c) > 0]
+    if not chains:
+        return _empty(new_figure(6, 2), "no Definition-3 chain measured (rts attack --chain)")
+    longest = max(c["step"].max() + 1 for _, c in chains)
+    fig = new_figure(max(8.5, 1.6 * longest + 4), 3.6)
+    ax_curve, ax_bar = fig.subplots(1, 2, width_ratios=[1.15, 1])
+    start, ticks, names = 0, [], []
+    for idx, (label, table) in enumerate(chains):
+        attack = definition3_attack(table)
+        c = table[table["attack"] == attack].sort_values("step")
+        av = c["adv_vulnerability"].to_numpy(float)
+        err = np.abs(np.stack([c["adv_vulnerability_lo"], c["adv_vulnerability_hi"]]) - av)
+        steps = [c["tasks"].iloc[0]] + [f"+{a}" for a in c["added"].iloc[1:]]
+        marker = "os^"[idx % 3]
+        line = ax_curve.errorbar(
+            range(len(c)), av, yerr=err, marker=marker, capsize=3, label=f"{label} ({attack})"
+        )
+        for x, (name, y) in enumerate(zip(steps, av, strict=True)):
+            ax_curve.annotate(
+                name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8,
+                color=line.lines[0].get_color(),
+            )  # fmt: skip
+        m = c.iloc[1:]
+        x = np.arange(len(m)) + start
+        tie = (m["marginal_lo"] <= 0) & (m["marginal_hi"] >= 0)
+        colors = [
+            "#95a5a6" if t else ("#c0392b" if v > 0 else "#27ae60")
+            for t, v in zip(tie, m["marginal"], strict=True)
+        ]
+        merr = np.abs(np.stack([m["marginal_lo"], m["marginal_hi"]]) - m["marginal"].to_numpy())
+        ax_bar.bar(
+            x, m["marginal"], yerr=merr, capsize=3, width=0.8, color=colors, edgecolor="black",
+            linewidth=0.5, hatch=HATCHES[idx % len(HATCHES)],
+        )  # fmt: skip
+        ticks += list(x)
+        names += [f"+{a}" for a in m["added"]]
+        start += len(m) + 1
+    ax_curve.set_xticks(range(longest), [str(i + 1) for i in range(longest)])
+    ax_curve.set_xlabel("attacked tasks (one model)")
+    ax_curve.set_ylabel("adversarial vulnerability E|ΔL|")
+    ax_curve.legend(fontsize=8)
+    ax_curve.grid(alpha=0.3)
+    ax_bar.set_xticks(ticks, names)
+    ax_bar.axhline(0, color="black", linewidth=0.8)
+    ax_bar.set_xlabel("added task, in chain order")
+    ax_bar.set_ylabel("marginal vulnerability (Definition 3)")
+    ax_bar.grid(axis="y", alpha=0.3)
     return fig
 
 

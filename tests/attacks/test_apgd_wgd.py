@@ -158,14 +158,34 @@ def test_wgd_gamma_zero_is_relative_weight():
     assert not torch.allclose(a, c)  # γ matters
 
 
-def test_wgd_attacks_a_down_scaled_task_harder_than_pgd():
-    """With n's loss scaled by 0.01, PGD barely attacks n; WGD's relative weighting does."""
+READINGS = [
+    {"gamma": 1.0},
+    {"gamma": 0.0},
+    {"gamma": -1.0},
+    {"gamma": 4.0},
+    {"select": "cyclic"},
+    {"balance": "gradient"},
+    {"balance": "gradient", "gamma": -1.0},
+]
+"""The WGD readings (options) the tests run: every one must behave as an attack."""
+
+
+def _down_scaled_toy():
     model = TinyMultiTask("dn", seed=1)
     x, y = make_images(8, seed=1), make_labels("dn", 8, seed=1)
-    losses = {"n": lambda p, t: 0.01 * l1_loss(p, t)}
+    return model, x, y, {"n": lambda p, t: 0.01 * l1_loss(p, t)}
+
+
+@pytest.mark.parametrize(
+    "reading", READINGS, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items())
+)
+def test_every_wgd_reading_attacks_a_down_scaled_task_harder_than_pgd(reading):
+    """With n's loss scaled by 0.01, PGD barely attacks n; every WGD reading moves it more."""
+    model, x, y, losses = _down_scaled_toy()
     kw = {"eps": 4 / 255, "steps": 10, "losses": losses}
     x_p = pgd(model, x, y, "dn", generator=torch.Generator().manual_seed(0), **kw)
-    x_w = wgd(model, x, y, "dn", generator=torch.Generator().manual_seed(0), **kw)
+    x_w = wgd(model, x, y, "dn", generator=torch.Generator().manual_seed(0), **kw, **reading)
+    assert ((x_w - x).abs().amax() <= 4 / 255 + 1e-7) and x_w.min() >= 0 and x_w.max() <= 1
     with torch.no_grad():
         clean = mse_error(model(x)["n"], y["n"])
         v_p = relative_vulnerability(clean, mse_error(model(x_p)["n"], y["n"]))
@@ -174,8 +194,120 @@ def test_wgd_attacks_a_down_scaled_task_harder_than_pgd():
     assert v_w > 0
 
 
-def test_wgd_rejects_negative_gamma():
+def test_attack_rate_weights_negative_gamma_is_proportional_to_r():
+    """γ = -1 (the paper's wording): ρ_i ∝ r_i, normalised to mean 1."""
+    clean = {"a": torch.tensor([1.0]), "b": torch.tensor([2.0])}
+    now = {"a": torch.tensor([2.0]), "b": torch.tensor([2.0])}
+    # r = [4/3, 2/3], mean 1 -> rho = r
+    rho = attack_rate_weights(now, clean, gamma=-1.0)
+    torch.testing.assert_close(rho["a"], torch.tensor([4 / 3]))
+    torch.testing.assert_close(rho["b"], torch.tensor([2 / 3]))
+
+
+def _relative_losses(model, x, y, keys):
+    with torch.no_grad():
+        clean = per_task_losses(model, x, y, keys)
+    from rts.tasks.losses import cross_entropy_loss
+
+    base = {"s": cross_entropy_loss, "d": l1_loss}
+    return {k: (lambda p, t, k=k: base[k](p, t) / clean[k]) for k in keys}
+
+
+def test_wgd_cyclic_attacks_one_task_per_step_by_hand():
+    """select=cyclic: step t is a PGD step on task t mod M's relative loss alone."""
+    model = TinyMultiTask("sd").double()
+    x = make_images(3, dtype=torch.float64)
+    y = make_labels("sd", 3, dtype=torch.float64)
+    eps, alpha, steps = 0.05, 0.02, 5
+    rel = _relative_losses(model, x, y, "sd")
+    x_hand = x.clone()
+    for t in range(steps):
+        k = "sd"[t % 2]
+        xa = x_hand.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(rel[k](model(xa)[k], y[k]).sum(), xa)
+        x_hand = (x + (x_hand + alpha * g.sign() - x).clamp(-eps, eps)).clamp(0, 1).detach()
+    ours = wgd(
+        model,
+        x,
+        y,
+        "sd",
+        eps=eps,
+        steps=steps,
+        step_size=alpha,
+        random_start=False,
+        select="cyclic",
+    )
+    torch.testing.assert_close(ours, x_hand, rtol=0, atol=1e-12)
+    assert [c for c in model.calls[-steps:]] == ["s", "d", "s", "d", "s"]  # one head per step
+
+
+def test_wgd_gradient_balance_one_step_by_hand():
+    """balance=gradient: x + α·sign(Σ_i w_i ∇L_i / ‖∇L_i‖₁) (γ = 0: ρ = 1), per sample."""
+    model = TinyMultiTask("sd").double()
+    x = make_images(3, dtype=torch.float64)
+    y = make_labels("sd", 3, dtype=torch.float64)
+    eps, alpha = 0.05, 0.02
+    xa = x.clone().requires_grad_(True)
+    from rts.tasks.losses import cross_entropy_loss
+
+    grads = {}
+    for k, loss in (("s", cross_entropy_loss), ("d", l1_loss)):
+        (g,) = torch.autograd.grad(loss(model(xa)[k], y[k]).sum(), xa)
+        grads[k] = g / g.flatten(1).abs().sum(1).view(-1, 1, 1, 1)
+    w = {"s": 0.3, "d": 0.7}
+    direction = w["s"] * grads["s"] + w["d"] * grads["d"]
+    expected = (x + (alpha * direction.sign()).clamp(-eps, eps)).clamp(0, 1)
+    ours = wgd(
+        model,
+        x,
+        y,
+        "sd",
+        w,
+        eps=eps,
+        steps=1,
+        step_size=alpha,
+        random_start=False,
+        gamma=0.0,
+        balance="gradient",
+    )
+    torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
+    plain = wgd(
+        model, x, y, "sd", w, eps=eps, steps=1, step_size=alpha, random_start=False, gamma=0.0
+    )
+    assert not torch.equal(ours, plain)  # the balance changes the step
+
+
+@pytest.mark.parametrize(
+    "reading", READINGS[1:], ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items())
+)
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_every_wgd_reading_batch_equals_per_sample_and_one_task_is_pgd(reading, norm):
+    model = TinyMultiTask("sdn").double()
+    x = make_images(3, dtype=torch.float64)
+    y = make_labels("sdn", 3, dtype=torch.float64)
+    kw = {"eps": 0.05 if norm == "linf" else 0.5, "steps": 3, "norm": norm, "random_start": False}
+    batch = wgd(model, x, y, "sdn", **kw, **reading)
+    for i in range(3):
+        one = wgd(
+            model, x[i : i + 1], {k: v[i : i + 1] for k, v in y.items()}, "sdn", **kw, **reading
+        )
+        torch.testing.assert_close(batch[i : i + 1], one, rtol=0, atol=1e-12)
+    a = wgd(model, x, y, "d", **kw, **reading)
+    b = pgd(model, x, y, "d", **kw)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("option", "match"),
+    [
+        ({"gamma": float("inf")}, "gamma must be a finite number"),
+        ({"gamma": "abc"}, "gamma must be a number"),
+        ({"select": "random"}, "unknown select 'random'; choose from all, cyclic"),
+        ({"balance": "grad"}, "unknown balance 'grad'; choose from loss, gradient"),
+    ],
+)
+def test_wgd_rejects_bad_readings(option, match):
     model = TinyMultiTask("d")
     x, y = make_images(1), make_labels("d", 1)
-    with pytest.raises(ValueError, match="gamma must be finite and >= 0"):
-        wgd(model, x, y, "d", eps=0.1, steps=1, gamma=-1)
+    with pytest.raises(ValueError, match=match):
+        wgd(model, x, y, "d", eps=0.1, steps=1, **option)

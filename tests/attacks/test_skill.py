@@ -116,3 +116,12 @@ def test_a_model_trained_a_few_steps_at_a_tiny_learning_rate_is_flagged():
     value = skill(errors["d"], trivial["d"])
     assert value <= 0
     assert "skill" in skill_flag("d", "d", value)
+
+
+def test_format_skill_flags_unlearned_tasks():
+    from rts.attacks.skill import format_skill
+
+    text = format_skill({"s": 0.42, "d": -0.01})
+    assert text.startswith("skill (1 - error / error of the training mean): s 0.42, d -0.01")
+    assert "task(s) d not learned" in text
+    assert "not learned" not in format_skill({"d": 0.5})

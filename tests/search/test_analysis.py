@@ -616,10 +616,10 @@ def test_enable_chain_by_hand():
     least = enable_chain(values, "d", "sdn")
     assert list(least["tasks"]) == ["d", "dn", "sdn"]
     assert list(least["added"]) == ["", "n", "s"]
-    assert least["marginal"].iloc[1:].tolist() == pytest.approx([-0.5, 1.0])
+    assert least["effect"].iloc[1:].tolist() == pytest.approx([-0.5, 1.0])
     most = enable_chain(values, "d", "sdn", order="most")
     assert list(most["tasks"]) == ["d", "sd", "sdn"]
-    assert most["marginal"].iloc[1:].tolist() == pytest.approx([1.0, -0.5])
+    assert most["effect"].iloc[1:].tolist() == pytest.approx([1.0, -0.5])
     given = enable_chain(values, "d", "sn", order="given")
     assert list(given["tasks"]) == ["d", "sd", "sdn"]
     partial = enable_chain({"d": 1.0, "dn": 2.0}, "d", "sdn")

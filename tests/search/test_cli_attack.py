@@ -111,6 +111,19 @@ def test_attack_defaults_to_the_run_folder(run_dir, capsys):
         (["--weights", "s:1"], "--weights: weights take task=weight pairs"),
         (["--tasks", "sk"], "attacked task(s) k not in the model"),
         (["--tasks", "sz"], "unknown task 'z'"),
+        (["--option", "wgd.gama=1"], "unknown option 'gama' for attack 'wgd'; it takes"),
+        (["--option", "pgd.step_size"], "ATTACK.OPTION=VALUE"),
+        (["--option", "wgd.select=x"], "unknown wgd.select 'x'; choose from all, cyclic"),
+        (["--attack", "pgd", "--option", "wgd.gamma=1"], "options for attack(s) wgd that"),
+        (["--attack", "pgd", "--gamma", "1"], "options for attack(s) wgd that"),
+        (["--gamma", "1", "--option", "wgd.gamma=2"], "--gamma and --option wgd.gamma"),
+        (["--gamma", "inf"], "wgd.gamma must be a finite number"),
+        (["--attack", "apgd", "--step-size", "1/255"], "--step-size applies to the fixed-step"),
+        (["--step-size", "0"], "--step-size must be > 0"),
+        (["--chain", "d,sd", "--tasks", "d"], "--chain and --tasks both"),
+        (["--chain", "d"], "a chain needs at least two task sets"),
+        (["--chain", "d,dk"], "not in the model"),
+        (["--chain", "s,d"], "must add exactly one task to the previous set 's'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(run_dir, capsys, argv, message):
@@ -127,3 +140,49 @@ def test_missing_checkpoint_exits_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["attack", str(tmp_path / "empty")]) == 2
     assert "has no last.pt or epoch_XXX.pt" in capsys.readouterr().err
+
+
+def test_chain_writes_definition_3_and_prints_skill(run_dir, tmp_path, capsys):
+    out = tmp_path / "chain"
+    argv = ["attack", str(run_dir), "--attack", "pgd,wgd", "--steps", "2", "--chain", "d,sd"]
+    argv += ["--n", "4", "--batch-size", "2", "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "skill (1 - error / error of the training mean): s " in printed
+    assert "Definition 3 under pgd" in printed and "+s: marginal" in printed
+    chain = pd.read_parquet(out / "chain.parquet")
+    assert set(chain["attack"]) == {"pgd", "wgd", "worst"}
+    for _, rows in chain.groupby("attack"):
+        rows = rows.sort_values("step")
+        assert list(rows["tasks"]) == ["d", "sd"]
+        av = rows["adv_vulnerability"].to_numpy()
+        assert rows["marginal"].iloc[1] == pytest.approx(av[1] - av[0])
+    table = pd.read_parquet(out / "attack.parquet")
+    assert set(table["attacked"]) == {"d", "sd"}  # the per-task table of the same attacks
+    pgd_sd = table[(table["attack"] == "pgd") & (table["attacked"] == "sd")]
+    got = chain[(chain["attack"] == "pgd") & (chain["tasks"] == "sd")]["adv_vulnerability"]
+    assert float(got.iloc[0]) == pytest.approx(float(pgd_sd["adv_vulnerability"].iloc[0]))
+    import json
+
+    settings = json.loads((out / "attack.json").read_text())
+    assert settings["chain"] is True and set(settings["skill"]) == {"s", "d"}
+    assert settings["step_rules"]["pgd"] == "eps/4"
+
+
+def test_option_reaches_its_attack_and_shared_step_skips_apgd(run_dir, tmp_path):
+    def table(name, *extra):
+        out = tmp_path / name
+        argv = ["attack", str(run_dir), "--attack", "pgd,apgd", "--steps", "2", "--n", "2"]
+        argv += ["--tasks", "d", "--out", str(out), "--no-progress", "--device", "cpu", *extra]
+        assert main(argv) == 0
+        df = pd.read_parquet(out / "attack.parquet")
+        return df.set_index(["attack", "task"])["adv_loss"]
+
+    plain = table("plain")
+    shared = table("shared", "--step-size", "1/255")
+    own = table("own", "--option", "pgd.step_size=1/255")
+    assert shared["apgd"].tolist() == plain["apgd"].tolist()  # APGD never takes it
+    assert shared["pgd"].tolist() == own["pgd"].tolist()  # the same step, two ways
+    assert shared["pgd"].tolist() != plain["pgd"].tolist()  # and it did reach PGD
+    apgd_own = table("apgd_own", "--option", "apgd.step_size=1/255")
+    assert apgd_own["apgd"].tolist() != plain["apgd"].tolist()

@@ -97,6 +97,12 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("data.source=/no/such/folder", "data.source: '/no/such/folder' is neither 'synthetic'"),
         ("search", "bad override 'search'; write key=value"),
         ("stage1=3", "stage1: expected a mapping of keys, got 3"),
+        ("attack.options.wgd.gama=1", "attack.options.wgd.gama: unknown key; choose from step_"),
+        ("attack.options.cw.c=1", "attack.options.cw: unknown key; choose from pgd, mim, apgd"),
+        ("attack.options.wgd.select=x", "attack.options.wgd: unknown wgd.select 'x'; choose"),
+        ("attack.options.apgd.rho=2", "attack.options.apgd: apgd.rho must be in [0, 1]"),
+        ("attack.options.pgd.step_size=0", "attack.options.pgd: pgd.step_size must be > 0"),
+        ("attack.options.pgd.random_start=1", "attack.options.pgd.random_start: expected true"),
     ],
 )
 def test_bad_values_are_one_line_with_path_value_and_choices(override, expected):
@@ -244,3 +250,66 @@ def test_eps_rule_is_the_attacks_rule_for_every_norm():
     assert error_of(["attack.norm=l2", "attack.eps=2"]).startswith(
         "attack.eps: must be in (0, 1], got 2.0"
     )
+
+
+def test_attack_options_per_attack_and_the_shared_step():
+    from rts.attacks import ATTACKS
+
+    cfg = load_config(
+        None,
+        [
+            "attack.options.pgd.step_size=1/255",
+            "attack.options.wgd.gamma=-1",
+            "attack.options.wgd.select=cyclic",
+        ],
+    )
+    assert cfg.attack.options.of("pgd") == {"step_size": 1 / 255}
+    assert cfg.attack.options.of("wgd") == {"gamma": -1.0, "select": "cyclic"}
+    assert cfg.attack.options.of("apgd") == {} and cfg.attack.options.of("fgsm") == {}
+    assert from_dict(yaml.safe_load(dump_config(cfg))) == resolve(cfg)  # round trip
+    # the schema offers exactly the registry's options of each attack that has some
+    for f in dataclasses.fields(cfg.attack.options):
+        fields = {g.name for g in dataclasses.fields(getattr(cfg.attack.options, f.name))}
+        assert fields == set(ATTACKS[f.name].options), f.name
+    assert {n for n, spec in ATTACKS.items() if spec.options} == {
+        f.name for f in dataclasses.fields(cfg.attack.options)
+    }
+    message = error_of(["attack.step_size=2/255", "attack.cheap=apgd", "attack.ensemble=[apgd]"])
+    assert message.startswith("attack.step_size: applies to the fixed-step attacks (")
+    assert "set attack.options.<attack>.step_size instead" in message
+
+
+def test_trial_passes_each_attack_its_options():
+    """The trial's attack wiring: an attack's own option reaches it; the shared step skips APGD."""
+    import torch
+
+    from rts.models import build_model
+    from rts.search.engine.space import Candidate
+    from rts.search.engine.trial import attack_metrics, build_spec
+    from rts.tasks.data import DataSpec, load_data
+
+    _, val = load_data(DataSpec(size=32, n=32, seed=0), "sd")
+    probe = val.subset([0, 1, 2])
+    model = build_model("resnet18", "sd", decoder_width=4, seed=0)
+    candidate = Candidate(
+        main="d", aux="s", scheme="uniform", weights=(0.5, 0.5), encoder="resnet18"
+    )
+    base = [
+        "attack.ensemble=[pgd,apgd]",
+        "attack.steps=2",
+        "attack.images=3",
+        "stage2.batch_size=3",
+    ]
+
+    def vulns(*overrides: str) -> dict:
+        spec = build_spec(load_config(None, [*base, *overrides]), candidate, 2)
+        with torch.random.fork_rng(devices=[]):
+            out = attack_metrics(model, probe, spec)
+        return {k: out[k] for k in ("vuln_pgd", "vuln_apgd")}
+
+    plain = vulns()
+    shared = vulns("attack.step_size=1/255")
+    own = vulns("attack.options.pgd.step_size=1/255")
+    assert shared["vuln_apgd"] == plain["vuln_apgd"]  # APGD never takes the shared step
+    assert shared["vuln_pgd"] == own["vuln_pgd"] != plain["vuln_pgd"]
+    assert vulns("attack.options.apgd.step_size=1/255")["vuln_apgd"] != plain["vuln_apgd"]

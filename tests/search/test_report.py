@@ -25,6 +25,7 @@ EXPECTED_FIGURES = {
     "heatmap-wgd",
     "heatmap-fgsm",
     "chains",
+    "definition3",
     "pareto",
     "scatter",
     "history",
