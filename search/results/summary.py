@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from rts.search.engine.plan import exhaustive_cost
+from rts.search.engine.plan import exhaustive_cost, mode_text
 from rts.search.engine.space import Space
 from rts.search.results.pareto import pareto_ranks
 
@@ -47,6 +47,9 @@ class Summary:
         aggregate: how the attack ensemble is combined (``worst`` or ``mean``).
         attacks: the stage-2 attacks.
         pareto: stage-2 Pareto front (trial id, aux, vuln, clean error) in Pareto mode.
+        mode: how stage 1 ran: ``deterministic`` (batches, rung barriers: a rerun gives the same
+            tables) or ``asynchronous`` (Ray Tune's OptunaSearch and ASHA).
+        batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
     """
 
     main: str
@@ -75,6 +78,8 @@ class Summary:
     aggregate: str
     attacks: tuple[str, ...]
     pareto: tuple[tuple[str, str, float, float], ...] = field(default=())
+    mode: str = "asynchronous"
+    batch: int = 0
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -94,6 +99,8 @@ def summarize(
     aggregate: str,
     attacks: Sequence[str],
     pareto: bool = False,
+    mode: str = "asynchronous",
+    batch: int = 0,
 ) -> Summary:
     """The summary of a finished search (see :class:`Summary`)."""
     done = (
@@ -163,6 +170,8 @@ def summarize(
         aggregate=aggregate,
         attacks=tuple(attacks),
         pareto=front,
+        mode=mode,
+        batch=batch,
     )
 
 
@@ -250,6 +259,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             else "."
         ),
     ]
+    lines.append(f"Mode: {mode_text(s.mode, s.batch)}.")
     if run_dir is not None:
         lines.append(f"Results: {run_dir}")
     return "\n".join(lines)
