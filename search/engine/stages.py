@@ -297,16 +297,21 @@ def run_fixed(
 
     exp = f"{storage_path}/{name}"
     trainable = make_trainable(trial_fn, cfg, stage)
+    space = {"candidate": tune.grid_search(entries)}
     if _restorable(exp):
         echo(f"{title}: resuming {exp}")
-        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True)
+        # The space again: a driver killed after Ray wrote tuner.pkl but before its first
+        # experiment state restores without it (one trial with an empty config, which fails).
+        tuner = tune.Tuner.restore(
+            exp, trainable=trainable, resume_unfinished=True, param_space=space
+        )
     else:
         _fresh_start(exp, None)
         if announce:
             echo(announce)
         tuner = tune.Tuner(
             trainable,
-            param_space={"candidate": tune.grid_search(entries)},
+            param_space=space,
             tune_config=tune.TuneConfig(
                 num_samples=1,
                 max_concurrent_trials=cfg.resources.max_concurrent,
