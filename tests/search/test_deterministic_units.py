@@ -4,6 +4,7 @@ proposals from a journal that is cut back after a kill, and the records."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import optuna
 import pytest
@@ -218,3 +219,15 @@ def test_batch_must_be_positive():
         load_config(None, ["search.batch=0"])
     with pytest.raises(ConfigError, match=r"^search\.deterministic: expected true or false"):
         load_config(None, ["search.deterministic=maybe"])
+
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_every_shipped_config_is_deterministic(path):
+    cfg = resolve(load_config(path, ["data.source=synthetic"]))
+    assert cfg.search.deterministic
+    if cfg.sampler == "grid" and cfg.stage1.scheduler == "fifo":
+        # Nothing depends on the batch there: it must not cap the parallelism.
+        assert cfg.search.batch >= cfg.search.n_trials
