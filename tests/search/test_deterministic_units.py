@@ -231,3 +231,19 @@ def test_every_shipped_config_is_deterministic(path):
     if cfg.sampler == "grid" and cfg.stage1.scheduler == "fifo":
         # Nothing depends on the batch there: it must not cap the parallelism.
         assert cfg.search.batch >= cfg.search.n_trials
+
+
+def test_the_report_records_the_mode():
+    from rts.search.analysis.correlate import analyze
+    from rts.search.analysis.rundata import make_run_data
+    from rts.search.report.html import render_html, render_markdown, search_mode
+    from tests.search.test_analysis import fake_frames
+
+    frames = fake_frames()
+    det = make_run_data(*frames, config={"search": {"deterministic": True, "batch": 4}})
+    old = make_run_data(*frames, config={"search": {"main": "d"}})  # a run from before the option
+    assert search_mode(det).startswith("deterministic (stage 1 proposes in batches of 4")
+    assert search_mode(old).startswith("asynchronous")
+    table = analyze(det, n_resamples=49)
+    assert "Search mode: deterministic" in render_html(det, table, [])
+    assert "Search mode: deterministic" in render_markdown(det, table, [])
