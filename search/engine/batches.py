@@ -35,6 +35,7 @@ sampler is asked again (up to :data:`~rts.search.engine.searcher.MAX_REDRAWS` ti
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -111,7 +112,7 @@ def run_batched_stage1(
     s1 = cfg.stage1
     rungs = rung_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, s1.scheduler)
     space = Space.from_config(cfg)
-    done = read_batches(paths.batches)
+    done = covered(read_batches(paths.batches), paths.journal)
     study = open_study(cfg, paths.journal, done[-1].journal_bytes if done else None)
     if done:
         echo(f"stage 1: resuming after batch {len(done)} of {n_batches}")
@@ -158,6 +159,26 @@ def collect_results(paths: RunPaths, done: Sequence[BatchRecord]) -> list[Record
     return recorded_results(parts, paths.experiment(1))
 
 
+def covered(done: list[BatchRecord], journal: Path) -> list[BatchRecord]:
+    """The finished batches whose tells the journal holds (a prefix of ``done``).
+
+    A journal can be older than the batch records: with a URI storage the remote journal replaces
+    the local one at a restart, and a driver killed in an upload may have left a batch record
+    without the journal that goes with it. The batches beyond the journal are proposed and told
+    again (the same candidates; their rungs are read back from their records, not trained).
+    """
+    size = journal.stat().st_size if journal.exists() else 0
+    kept = list(itertools.takewhile(lambda r: r.journal_bytes <= size, done))
+    if len(kept) < len(done):
+        log.warning(
+            "%s holds %d of %d finished batches; telling the rest again",
+            journal,
+            len(kept),
+            len(done),
+        )
+    return kept
+
+
 def open_study(cfg: SearchConfig, journal: Path, journal_bytes: int | None) -> optuna.Study:
     """The stage-1 study in ``journal``, cut back to its first ``journal_bytes`` bytes (the state
     after the last finished batch; ``None``: a new study)."""
@@ -166,10 +187,7 @@ def open_study(cfg: SearchConfig, journal: Path, journal_bytes: int | None) -> o
     else:
         data = journal.read_bytes()
         if len(data) < journal_bytes:
-            raise RuntimeError(
-                f"{journal} is shorter ({len(data)} bytes) than the last finished batch recorded "
-                f"({journal_bytes}); the run folder was modified: start a new run (name=...)"
-            )
+            raise ValueError(f"{journal} is shorter than {journal_bytes} bytes")
         if len(data) > journal_bytes:
             log.info("dropping the asks of an unfinished batch from %s", journal)
             atomic_write_bytes(journal, data[:journal_bytes])

@@ -13,6 +13,7 @@ from rts.search.config.convert import load_config, resolve
 from rts.search.config.schema import ConfigError
 from rts.search.engine.batches import (
     Outcome,
+    covered,
     open_study,
     propose,
     sampler_seed,
@@ -135,11 +136,16 @@ def test_a_kill_after_asking_is_undone_by_cutting_the_journal_back(tmp_path):
     assert killed == clean  # the same proposals, and the same study: no trace of the kill
 
 
-def test_a_journal_shorter_than_its_record_is_refused(tmp_path):
+def test_batches_beyond_the_journal_are_told_again(tmp_path):
+    """A journal older than the batch records (a URI's remote journal replaced a newer local
+    one): the batches it does not hold are proposed and told again."""
     journal = tmp_path / "j.journal"
-    open_study(config(), journal, None)
-    with pytest.raises(RuntimeError, match="shorter"):
-        open_study(config(), journal, journal.stat().st_size + 10)
+    records = [BatchRecord(b, {}, {}, 100 * b) for b in (1, 2, 3)]
+    assert covered(records, journal) == []
+    journal.write_bytes(b"x" * 250)
+    assert covered(records, journal) == records[:2]
+    journal.write_bytes(b"x" * 300)
+    assert covered(records, journal) == records
 
 
 def test_a_repeat_of_a_finished_candidate_is_told_its_outcome_not_run(tmp_path):

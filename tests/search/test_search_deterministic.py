@@ -6,6 +6,8 @@ report differs from run to run; the tables must not.
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pandas as pd
 import pytest
@@ -101,18 +103,24 @@ def test_the_same_config_gives_the_same_tables_at_concurrency_1_and_4(two_runs):
 
 
 def test_a_recorded_stage_is_rebuilt_from_its_records_without_training(two_runs):
-    """Stage 1 rebuilt from its batch and rung records alone gives the same table."""
+    """Stage 1 rebuilt from its batch and rung records gives the same table and study, even
+    from a journal that lost the last batch (as a URI's older remote journal would)."""
     first, _ = two_runs[4]
+    before = study_content(first.paths.journal)
     cfg = load_config(first.paths.config)
     first.paths.stage(1, "trials").unlink()  # as if the driver died before the stage's tables
+    batch1 = json.loads((first.paths.batches / "batch0001.json").read_text())
+    journal = first.paths.journal
+    journal.write_bytes(journal.read_bytes()[: batch1["journal_bytes"]])
     lines: list[str] = []
     # Every trial would fail if one ran.
     again = run_search(
         cfg, storage=first.paths.root.parent, trial_fn=FakeTrial(fail_on=""), echo=lines.append
     )
-    assert "stage 1: resuming after batch 2 of 2" in lines
+    assert "stage 1: resuming after batch 1 of 2" in lines
     assert not [line for line in lines if line.startswith("stage1 b")]
     pd.testing.assert_frame_equal(
         comparable({"trials": first.trials})["trials"],
         comparable({"trials": again.trials})["trials"],
     )
+    assert study_content(journal) == before
