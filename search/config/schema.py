@@ -94,6 +94,15 @@ class SpaceConfig:
             training and attacks (a plug-in point: another model family, your training code, a
             simulator). It is called as ``function(spec, session)`` in every trial
             (:mod:`rts.search.engine.trial` documents the contract); ``None`` = the built-in one.
+        deterministic: ``true``: the same config gives the same tables, whatever the
+            concurrency, the machine's load or interruptions: stage 1 proposes in batches of
+            ``batch`` candidates, each batch seeing only the batches finished before it, and
+            prunes at rung barriers (synchronous successive halving) instead of in arrival
+            order. ``false``: Ray Tune's asynchronous ``OptunaSearch`` + ASHA (more
+            throughput on a large cluster; the answer can depend on timing).
+        batch: candidates proposed together per stage-1 batch in deterministic mode (part of
+            the result, unlike ``resources.max_concurrent``: at most this many trials run at
+            once in stage 1).
     """
 
     main: str = "d"
@@ -108,6 +117,8 @@ class SpaceConfig:
     trial_seed: int | None = None
     trial_fn: str | None = None
     encoding: Literal["subset", "per_task"] = "subset"
+    deterministic: bool = False
+    batch: int = 4
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,10 @@ def _check_space(cfg: SearchConfig) -> None:
         _fail("search.encoders", f"lists an encoder twice: {list(space.encoders)}")
     if space.n_trials is not None and space.n_trials < 1:
         _fail("search.n_trials", f"must be >= 1, got {space.n_trials}")
+    if space.batch < 1:
+        _fail(
+            "search.batch", f"must be >= 1 (candidates per deterministic batch), got {space.batch}"
+        )
     sampler = cfg.sampler
     if space.objective == "pareto" and sampler == "grid":
         _fail("search.sampler", "grid runs every configuration; use objective: vulnerability")

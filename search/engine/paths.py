@@ -51,6 +51,11 @@ class RunPaths:
         """The Optuna study of stage 1 (journal storage)."""
         return self.root / "optuna.journal"
 
+    @property
+    def batches(self) -> Path:
+        """Deterministic stage 1: one record per finished rung and batch (``stages/stage1/``)."""
+        return self.root / "stages" / "stage1"
+
     def stage(self, stage: int, table: str) -> Path:
         """A finished stage's table: ``stages/stage<n>_<table>.parquet``."""
         return self.root / "stages" / f"stage{stage}_{table}.parquet"

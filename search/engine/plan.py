@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rts.search.config.convert import resolve
 from rts.search.config.schema import SearchConfig
+from rts.search.engine.halving import expected_epochs, rung_epochs
 from rts.search.engine.space import Space
 
 log = logging.getLogger(__name__)
@@ -85,17 +86,31 @@ def asha_expected_epochs(epochs: int, grace: int, factor: int, scheduler: str = 
     each rung (``grace · factor^k`` epochs) and the rest stop there."""
     if scheduler != "asha":
         return float(epochs)
-    rungs = []
-    r = grace
-    while r < epochs:
-        rungs.append(r)
-        r *= factor
-    expected, survive, prev = 0.0, 1.0, 0
-    for rung in rungs:
-        expected += survive * (rung - prev)
-        survive /= factor
-        prev = rung
-    return expected + survive * (epochs - prev)
+    return expected_epochs(rung_epochs(epochs, grace, factor), factor)
+
+
+MODES = ("deterministic", "asynchronous")
+"""How stage 1 runs (``search.deterministic`` true / false)."""
+
+
+def mode_name(deterministic: bool) -> str:
+    """``"deterministic"`` or ``"asynchronous"``."""
+    return MODES[0] if deterministic else MODES[1]
+
+
+def mode_text(mode: str, batch: int | None = None) -> str:
+    """One line saying what ``mode`` promises (for the dry run, the summary and the report)."""
+    if mode == MODES[0]:
+        size = f"batches of {batch}" if batch else "batches"
+        return (
+            f"deterministic (stage 1 proposes in {size} and prunes at rung barriers): the same "
+            "config gives the same tables, with any concurrency, load or interruptions"
+        )
+    return (
+        "asynchronous (Ray Tune's OptunaSearch and ASHA act on the order trials report in): "
+        "more throughput, but a rerun can choose differently; search.deterministic: true "
+        "reproduces"
+    )
 
 
 def plan_search(cfg: SearchConfig) -> Plan:
@@ -152,6 +167,7 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         f"= {size}",
         f"objective: {cfg.search.objective} (minimise the main task's relative vulnerability"
         + (" and its clean error: Pareto front)" if cfg.search.objective == "pareto" else ")"),
+        f"mode: {mode_text(mode_name(cfg.search.deterministic), cfg.search.batch)}",
         f"stage 1 (surrogate): {plan.stage1_trials} trials, {cfg.sampler} sampler, {s1_enc}, "
         f"{s1.epochs} epochs at most, {a.cheap}-{a.cheap_steps} on {attacked} after every "
         f"epoch, {sched}: <= {plan.stage1_epochs_max} trial-epochs, about "

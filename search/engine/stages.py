@@ -43,10 +43,17 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{int(counter):04d}_{trial.trial_id}" if counter.isdigit() else trial.trial_id
 
 
+class TrialFailure(RuntimeError):
+    """A trial's failure read back from a record: its message is the line :func:`failure_reason`
+    gave when the trial failed."""
+
+
 def failure_reason(error: BaseException | None) -> str:
     """One line saying why a trial failed: the original exception's type and message."""
     if error is None:
         return ""
+    if isinstance(error, TrialFailure):
+        return str(error)
     cause = getattr(error, "cause", None) or error
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
@@ -120,17 +127,27 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
         ray.shutdown()
 
 
-def _run_config(name: str, cfg: SearchConfig, paths: RunPaths, total: int, echo: Echo) -> Any:
+def _run_config(
+    name: str,
+    cfg: SearchConfig,
+    storage_path: str,
+    total: int,
+    echo: Echo,
+    *,
+    label: str | None = None,
+    stop: dict[str, Any] | None = None,
+) -> Any:
     from ray import tune
 
     return tune.RunConfig(
         name=name,
-        storage_path=paths.ray,
+        storage_path=storage_path,
         failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
         # Two, not one: a driver killed between Ray deleting a trial's older checkpoint and saving
         # the experiment state that points to the newer one must still find a checkpoint.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[_progress_callback(name, total, echo)],
+        callbacks=[_progress_callback(label or name, total, echo)],
+        stop=stop,
         verbose=0,
     )
 
@@ -142,11 +159,20 @@ def _restorable(exp: str) -> bool:
 
 
 def run_stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -> Any:
-    """Run or resume stage 1 on Ray; returns Ray's ``ResultGrid`` once every trial finished.
+    """Run or resume stage 1 on Ray; returns its results once every trial finished.
+
+    Asynchronous mode: Ray Tune's ``OptunaSearch`` and ASHA, one experiment; returns Ray's
+    ``ResultGrid``. Deterministic mode (``search.deterministic``): batches of proposals and rung
+    barriers (:func:`rts.search.engine.batches.run_batched_stage1`); returns one
+    :class:`~rts.search.engine.batches.RecordedResult` per trial, which reads like Ray's.
 
     Raises:
         SearchInterrupted: the stage stopped early (Ctrl-C, a lost driver); call again to resume.
     """
+    if cfg.search.deterministic:
+        from rts.search.engine.batches import run_batched_stage1
+
+        return run_batched_stage1(cfg, paths, trial_fn, echo)
     from rts.search.engine.storage import journal_at
 
     with journal_at(paths.journal):  # a restored searcher's study goes to this run's journal
@@ -204,7 +230,7 @@ def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -
                 reuse_actors=True,
                 trial_dirname_creator=trial_dirname,
             ),
-            run_config=_run_config("stage1", cfg, paths, total, echo),
+            run_config=_run_config("stage1", cfg, paths.ray, total, echo),
         )
     results = tuner.fit()
     _check_complete(results, total, 1, paths)
@@ -223,34 +249,81 @@ def run_stage2(
     Raises:
         SearchInterrupted: the stage stopped early; call again to resume.
     """
+    echo_start = (
+        f"stage 2: {len(entries)} trials ({cfg.stage2.epochs} epochs, attacks "
+        f"{', '.join(cfg.attack.ensemble)})"
+    )
+    return run_fixed(
+        cfg,
+        paths,
+        trial_fn,
+        2,
+        paths.ray,
+        "stage2",
+        entries,
+        echo,
+        title="stage 2",
+        announce=echo_start,
+    )
+
+
+def run_fixed(
+    cfg: SearchConfig,
+    paths: RunPaths,
+    trial_fn: TrialFn,
+    stage: int,
+    storage_path: str,
+    name: str,
+    entries: list[dict[str, Any]],
+    echo: Echo,
+    *,
+    title: str,
+    announce: str = "",
+    label: str | None = None,
+    stop: dict[str, Any] | None = None,
+) -> Any:
+    """Run (or restore) one Ray Tune experiment over fixed trial configs; its ``ResultGrid``.
+
+    Stage 2 is one such experiment; so is every rung of a deterministic stage-1 batch (with
+    ``stop={"epoch": rung}``). ``title`` names it in messages, ``announce`` is echoed at a fresh
+    start, ``label`` prefixes the per-trial progress lines (default: ``name``).
+
+    Raises:
+        SearchInterrupted: the experiment stopped early; call again to resume.
+    """
     from ray import tune
 
     from rts.search.engine.trainable import make_trainable
 
-    exp = paths.experiment(2)
-    trainable = make_trainable(trial_fn, cfg, 2)
+    exp = f"{storage_path}/{name}"
+    trainable = make_trainable(trial_fn, cfg, stage)
+    space = {"candidate": tune.grid_search(entries)}
     if _restorable(exp):
-        echo(f"stage 2: resuming {exp}")
-        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True)
+        echo(f"{title}: resuming {exp}")
+        # The space again: a driver killed after Ray wrote tuner.pkl but before its first
+        # experiment state restores without it (one trial with an empty config, which fails).
+        tuner = tune.Tuner.restore(
+            exp, trainable=trainable, resume_unfinished=True, param_space=space
+        )
     else:
         _fresh_start(exp, None)
-        echo(
-            f"stage 2: {len(entries)} trials ({cfg.stage2.epochs} epochs, attacks "
-            f"{', '.join(cfg.attack.ensemble)})"
-        )
+        if announce:
+            echo(announce)
         tuner = tune.Tuner(
             trainable,
-            param_space={"candidate": tune.grid_search(entries)},
+            param_space=space,
             tune_config=tune.TuneConfig(
                 num_samples=1,
                 max_concurrent_trials=cfg.resources.max_concurrent,
                 reuse_actors=True,
                 trial_dirname_creator=trial_dirname,
             ),
-            run_config=_run_config("stage2", cfg, paths, len(entries), echo),
+            run_config=_run_config(
+                name, cfg, storage_path, len(entries), echo, label=label, stop=stop
+            ),
         )
     results = tuner.fit()
-    _check_complete(results, len(entries), 2, paths)
+    _check_complete(results, len(entries), stage, paths)
     return results
 
 
@@ -298,8 +371,10 @@ def drop_resume_checkpoints(exp: str) -> None:
     """
     if "://" in exp or not os.path.isdir(exp):
         return
-    for folder in Path(exp).glob("*/checkpoint_*"):
-        shutil.rmtree(folder, ignore_errors=True)
+    # <exp>/<trial>/checkpoint_*; deterministic stage 1: <exp>/<batch-rung>/<trial>/checkpoint_*
+    for pattern in ("*/checkpoint_*", "*/*/checkpoint_*"):
+        for folder in Path(exp).glob(pattern):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _progress_callback(stage: str, total: int, echo: Echo) -> Any:

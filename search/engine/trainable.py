@@ -1,10 +1,10 @@
 """The Ray Tune function trainable: trial config → :class:`TrialSpec` → a plain trial function.
 
 Ray stays here. The trainable decodes the trial's config into a frozen spec, restores the last
-checkpoint folder if Ray resumes the trial, and hands the trial function a
-:class:`~search.trial.TrialSession` whose ``report`` turns each epoch's metrics into
-``ray.tune.report`` (with a checkpoint folder when the trial wrote its state). It also adds where
-the trial ran (``node_id``, ``hostname``), and fails the trial with
+checkpoint folder if Ray resumes the trial (else the one its config names, :data:`RESUME_KEY`),
+and hands the trial function a :class:`~search.trial.TrialSession` whose ``report`` turns each
+epoch's metrics into ``ray.tune.report`` (with a checkpoint folder when the trial wrote its
+state). It also adds where the trial ran (``node_id``, ``hostname``), and fails the trial with
 :class:`~search.trial.TrialDiverged` when a loss or metric is not finite.
 """
 
@@ -29,6 +29,10 @@ from rts.search.engine.trial import (
     build_spec,
 )
 
+RESUME_KEY = "resume_from"
+"""Trial-config entry: a checkpoint (folder or URI) the trial starts from when Ray has none of
+its own for it (the next rung of a deterministic stage-1 batch)."""
+
 CHECKED_METRICS = ("train_loss", "clean_error", "vuln")
 """Metrics that must be finite: a NaN or inf in one of them fails the trial as diverged."""
 
@@ -47,7 +51,8 @@ def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, s
     import ray
     from ray import tune
 
-    candidate = decode(config.get("candidate", config))
+    entry = config.get("candidate", config)
+    candidate = decode(entry)
     spec = build_spec(cfg, candidate, stage)
     _set_threads(spec.threads)
     node_id = ray.get_runtime_context().get_node_id()
@@ -55,6 +60,9 @@ def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, s
     with tempfile.TemporaryDirectory(prefix="rts-resume-") as tmp:
         resume_dir = None
         checkpoint = tune.get_checkpoint()
+        if checkpoint is None and entry.get(RESUME_KEY):
+            # A deterministic stage-1 rung continues the checkpoint of the rung before.
+            checkpoint = tune.Checkpoint(entry[RESUME_KEY])
         if checkpoint is not None:
             resume_dir = Path(tmp)
             checkpoint.to_directory(str(resume_dir))

@@ -37,6 +37,7 @@ from rts.search.analysis.paper import (
 from rts.search.analysis.recommend import recommendation
 from rts.search.analysis.rundata import RunData, combinations, compute_summary, target_attacks
 from rts.search.analysis.stats import MIN_BOOTSTRAP
+from rts.search.engine.plan import mode_name, mode_text
 from rts.search.report.text import fmt, fmt_p, format_analysis, text_table
 from rts.tasks.io import atomic_write_bytes, atomic_write_text
 from rts.tasks.registry import canonical_tasks
@@ -457,6 +458,14 @@ nav a{margin-right:1em}
 """
 
 
+def search_mode(run: RunData) -> str:
+    """How the run's stage 1 ran, from its config (runs from before the option: asynchronous)."""
+    space = run.config.get("search", {}) if isinstance(run.config, Mapping) else {}
+    space = space if isinstance(space, Mapping) else {}
+    deterministic = bool(space.get("deterministic", False))
+    return mode_text(mode_name(deterministic), space.get("batch") if deterministic else None)
+
+
 def render_html(
     run: RunData,
     table: pd.DataFrame,
@@ -478,6 +487,7 @@ def render_html(
         f"<h1>Robust task search: {html.escape(name)}</h1>",
         f'<p class="meta">{len(run.trials)} trials, {len(combos)} combinations, target attacks: '
         f"{html.escape(attacks)}; generated {now} by <code>rts report</code>.</p>",
+        f'<p class="meta">Search mode: {html.escape(search_mode(run))}.</p>',
         '<nav><a href="#recommendation">Recommendation</a><a href="#surrogates">Surrogates</a>'
         '<a href="#figures">Figures</a><a href="#combinations">Combinations</a>'
         '<a href="#compute">Compute</a><a href="#config">Config</a></nav>',
@@ -574,7 +584,8 @@ def render_markdown(run: RunData, table: pd.DataFrame, figures: Sequence[FigureI
     rec = recommendation(run, table)
     name = run.path.name if run.path else "search"
     combos = combinations(run)
-    out = [f"# Robust task search: {name}", "", "## Recommendation", ""]
+    out = [f"# Robust task search: {name}", "", f"Search mode: {search_mode(run)}.", ""]
+    out += ["## Recommendation", ""]
     out += [f"- {line}" for line in recommendation_lines(rec, table)]
     out += _effects_markdown(run)
     out += ["", "## Surrogates vs target (Table 3)", ""]

@@ -24,6 +24,7 @@ from rts.search.config.convert import diff_configs, dump_config, load_config, re
 from rts.search.config.schema import SAME_ENCODER, ConfigError, SearchConfig
 from rts.search.config.validate import validate
 from rts.search.engine.paths import RunPaths, run_dir
+from rts.search.engine.plan import mode_name
 from rts.search.engine.space import Space
 from rts.search.engine.stages import (
     Echo,
@@ -158,6 +159,8 @@ def _write_results(
         images=s2.images,
         statistic=cfg.attack.statistic,
         seed=cfg.trial_seed,
+        mode=mode_name(cfg.search.deterministic),
+        batch=cfg.search.batch if cfg.search.deterministic else 0,
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from rts.search.engine.plan import exhaustive_cost
+from rts.search.engine.plan import exhaustive_cost, mode_text
 from rts.search.engine.space import Space
 from rts.search.results.pareto import pareto_ranks
 from rts.search.results.recommend import baseline_row, best_row, compare
@@ -62,6 +62,9 @@ class Summary:
         vs_baseline: recommendation minus baseline, with its paired 95 % interval.
         significant: whether that interval lies below 0 (``None``: no baseline or no
             per-image errors to test with).
+        mode: how stage 1 ran: ``deterministic`` (batches, rung barriers: a rerun gives the same
+            tables) or ``asynchronous`` (Ray Tune's OptunaSearch and ASHA).
+        batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
     """
 
     main: str
@@ -101,6 +104,8 @@ class Summary:
     tied: tuple[str, ...] = field(default=())
     vs_baseline: tuple[float, float, float] = (math.nan, math.nan, math.nan)
     significant: bool | None = None
+    mode: str = "asynchronous"
+    batch: int = 0
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -123,6 +128,8 @@ def summarize(
     images: pd.DataFrame | None = None,
     statistic: str = "mean",
     seed: int = 0,
+    mode: str = "asynchronous",
+    batch: int = 0,
 ) -> Summary:
     """The summary of a finished search (see :class:`Summary`); ``images`` (the stage-2
     per-image errors) gives the intervals, the tied set and the baseline test."""
@@ -193,6 +200,8 @@ def summarize(
         skill_flags=_skill_flags(done, space.main),
         statistic=statistic,
         **_noise(done, images, aggregate, statistic, seed, rec, base, space.main),
+        mode=mode,
+        batch=batch,
     )
 
 
@@ -382,6 +391,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             else "."
         ),
     ]
+    lines.append(f"Mode: {mode_text(s.mode, s.batch)}.")
     if run_dir is not None:
         lines.append(f"Results: {run_dir}")
     return "\n".join(lines)

@@ -76,6 +76,8 @@ class FakeTrial:
 
     Attributes:
         sleep_s: seconds slept per epoch (simulated training).
+        jitter_s: up to this many seconds more per epoch, drawn from an unseeded generator, so
+            that the order in which concurrent trials report changes from run to run.
         fail_on: auxiliary task; a trial training it raises ``RuntimeError`` at epoch 1.
         nan_on: auxiliary task; a trial training it reports a NaN loss at epoch 1.
         log_path: file that gets one JSON line per event (``start``, ``epoch``), to check what
@@ -87,6 +89,7 @@ class FakeTrial:
     """
 
     sleep_s: float = 0.0
+    jitter_s: float = 0.0
     fail_on: str | None = None
     nan_on: str | None = None
     log_path: str | None = None
@@ -103,8 +106,8 @@ class FakeTrial:
         if start == 0 and spec.stage == 1:
             session.report(self._metrics(spec, 0), _state_writer(0))
         for epoch in range(start + 1, spec.epochs + 1):
-            if self.sleep_s:
-                time.sleep(self.sleep_s)
+            if self.sleep_s or self.jitter_s:
+                time.sleep(self.sleep_s + random.SystemRandom().uniform(0.0, self.jitter_s))
             if self.fail_on is not None and self.fail_on in cand.aux:
                 raise RuntimeError(f"injected fault: auxiliary task {self.fail_on!r}")
             metrics = self._metrics(spec, epoch)

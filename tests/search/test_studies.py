@@ -31,6 +31,7 @@ SAME_QUESTION = (
     "search.max_aux",
     "search.objective",
     "search.sampler",
+    "search.deterministic",
     "weighting.schemes",
     "stage1.encoder",
     "stage1.scheduler",
