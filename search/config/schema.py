@@ -142,6 +142,9 @@ class Stage1Config:
             vulnerability to the cheap attack), ``clean_error`` (its clean error),
             ``grad_bound`` (first-order bound of the attacked tasks' loss, no attack) or
             ``grad_bound_all`` (the same for the whole weighted training loss).
+        output_init: ``default`` (the heads' own init) or ``standardise`` (every head starts at
+            its training labels' mean and moves in units of their spread,
+            :mod:`rts.models.output`; what makes the synthetic toy's depth heads trainable).
     """
 
     encoder: str = "resnet18"
@@ -153,6 +156,7 @@ class Stage1Config:
     grace_period: int = 1
     reduction_factor: int = 2
     metric: Stage1Metric = "vuln"
+    output_init: str = "default"
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,7 @@ class Stage2Config:
         baseline: also train the single-task model (of every encoder among the candidates), so
             the summary can say what the auxiliary tasks bought; ``false`` saves a full training
             when only the ranking matters.
+        output_init: as :attr:`Stage1Config.output_init`.
     """
 
     top_k: int = 3
@@ -180,6 +185,7 @@ class Stage2Config:
     lr: float = 1e-3
     uniform_twins: bool = True
     baseline: bool = True
+    output_init: str = "default"
 
 
 @dataclass(frozen=True)
