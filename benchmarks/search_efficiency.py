@@ -6,7 +6,7 @@
 Run it as a module from the repository root: ``python -m benchmarks.search_efficiency``.
 
 1. **Ground truth.** The exhaustive study of ``--config`` (default: the RQ1 synthetic study, main
-   task ``d`` and the pool ``sDnE``: 16 subsets): every subset trained for the full
+   task ``r`` and the pool ``sdnE``: 16 subsets): every subset trained for the full
    ``stage2.epochs`` on its target encoder and attacked with the ensemble; its worst-case
    main-task relative vulnerability is the truth. It is run once per ``--truth-seeds`` training
    seed (``search.trial_seed``) and the truth is the mean over them: one seed's ranking can be

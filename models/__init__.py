@@ -18,6 +18,12 @@ from rts.models.encoders import (
     register_encoder,
 )
 from rts.models.mtl import DEFAULT_DECODER_WIDTH, MultiTaskModel, build_model
+from rts.models.output import (
+    OUTPUT_INITS,
+    apply_output_init,
+    fit_output_stats,
+    standardise_outputs,
+)
 from rts.models.train import (
     SCHEDULES,
     EpochRecord,
@@ -45,6 +51,7 @@ __all__ = [
     "DEFAULT_DECODER_WIDTH",
     "ENCODERS",
     "OPTIMAL_AUX_WEIGHTS",
+    "OUTPUT_INITS",
     "SCHEDULES",
     "WEIGHTINGS",
     "Decoder",
@@ -59,10 +66,12 @@ __all__ = [
     "StaticWeighting",
     "UncertaintyWeighting",
     "WeightingSpec",
+    "apply_output_init",
     "build_encoder",
     "build_model",
     "decoder_widths",
     "evaluate",
+    "fit_output_stats",
     "get_encoder",
     "load_checkpoint",
     "make_weighting",
@@ -72,6 +81,7 @@ __all__ = [
     "register_encoder",
     "resolve_device",
     "save_checkpoint",
+    "standardise_outputs",
     "static_weights",
     "train",
 ]

@@ -8,12 +8,17 @@ tiny CPU models), and the number of stages follows the encoder's output stride (
 of two). The output always has the input's height and width: a ResNet's feature map covers
 ``ceil(H/32)·32`` rows, so the upsampled map is cropped to ``H×W`` (which keeps every output pixel
 aligned with its input pixel); an encoder that rounds down is resized bilinearly instead.
+
+The head's output passes through a fixed per-channel affine map, ``shift + scale · head``
+(buffers, not trained; the identity by default). :func:`rts.models.output.standardise_outputs`
+sets it from the training labels, so a head predicts standardised labels (docs/models.md).
 """
 
 from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -77,7 +82,30 @@ class Decoder(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv2d(prev, out_channels, 3, padding=1)
         self.widths = widths
+        self.register_buffer("out_shift", torch.zeros(out_channels))
+        self.register_buffer("out_scale", torch.ones(out_channels))
         self._init_weights()
+
+    def set_output_stats(self, shift: Tensor, scale: Tensor) -> None:
+        """Make the output ``shift + scale · head`` (per channel, ``[C]`` each; ``scale > 0``)."""
+        shift = torch.as_tensor(shift, dtype=torch.float32).reshape(-1)
+        scale = torch.as_tensor(scale, dtype=torch.float32).reshape(-1)
+        channels = self.out_shift.numel()
+        if shift.numel() != channels or scale.numel() != channels:
+            raise ValueError(
+                f"output stats need {channels} value(s) per channel, got shift {shift.numel()} "
+                f"and scale {scale.numel()}"
+            )
+        if not (torch.isfinite(shift).all() and torch.isfinite(scale).all() and (scale > 0).all()):
+            raise ValueError(f"output stats must be finite with scale > 0, got scale={scale}")
+        self.out_shift.copy_(shift)
+        self.out_scale.copy_(scale)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before the output affine existed load as the identity.
+        for name, fill in (("out_shift", 0.0), ("out_scale", 1.0)):
+            state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), fill))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _init_weights(self) -> None:
         """MTRobust's init for the hidden layers: convs ~ N(0, sqrt(2 / (k·k·out))), BN 1 / 0.
@@ -99,6 +127,12 @@ class Decoder(nn.Module):
     def forward(self, rep: Tensor, size: tuple[int, int]) -> Tensor:
         """``rep [N, C, h, w]`` → ``[N, out_channels, *size]``."""
         x = self.head(self.body(rep))
+        c = x.shape[1]
+        x = torch.addcmul(
+            self.out_shift.to(x.dtype).view(1, c, 1, 1),
+            self.out_scale.to(x.dtype).view(1, c, 1, 1),
+            x,
+        )
         h, w = x.shape[-2:]
         if (h, w) == tuple(size):
             return x

@@ -5,6 +5,12 @@ by how much it is smaller than the input (the output stride), so a decoder can b
 without running it. ResNets come from torchvision (random init, the same Kaiming fan-out init
 MTRobust uses); Xception comes from timm when the ``timm`` extra is installed.
 
+Truncated ResNets (``resnet18_s8``, ``resnet50_s8``) keep only the stem and the first two
+stages: output stride 8 instead of 32, so a 64 px image still gives an 8×8 feature map (a full
+ResNet gives 2×2, and every dense output is then painted from 4 feature vectors). They are the
+small-input option of the synthetic studies (docs/models.md, "Encoders for small inputs"); the
+paper's full ResNets at 256 px stay the default.
+
 An encoder takes a *normalised* image ``[N, 3, H, W]`` and returns ``[N, C, ceil(H/s), ceil(W/s)]``
 (up to rounding of each stride-2 stage); normalisation lives in :class:`models.mtl.MultiTaskModel`.
 """
@@ -126,13 +132,16 @@ def load_encoder_weights(module: nn.Module, path: str | os.PathLike[str]) -> Non
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"encoder weights {str(path)!r} hold a {type(state).__name__}, not a dict")
+    target = module.net if isinstance(module, _TimmFeatures) else module
     cleaned = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
-        if key.split(".")[0] in ("fc", "classifier", "head"):
+        top = key.split(".")[0]
+        if top in ("fc", "classifier", "head"):
             continue
+        if top in _RESNET_STAGES and not hasattr(target, top):
+            continue  # a stage a truncated trunk leaves out (resnet18_s8 from resnet18's file)
         cleaned[key] = value
-    target = module.net if isinstance(module, _TimmFeatures) else module
     result = target.load_state_dict(cleaned, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
@@ -141,10 +150,17 @@ def load_encoder_weights(module: nn.Module, path: str | os.PathLike[str]) -> Non
         )
 
 
-def _resnet_trunk(factory: Callable[..., nn.Module]) -> nn.Module:
-    """A torchvision ResNet without its pooling and classifier, keeping torchvision's key names."""
+_RESNET_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def _resnet_trunk(factory: Callable[..., nn.Module], stages: int = 4) -> nn.Module:
+    """A torchvision ResNet without its pooling and classifier, keeping torchvision's key names.
+
+    ``stages < 4`` keeps only the first ``stages`` residual stages (output stride
+    ``2 ** (stages + 1)``): the stem and ``layer1`` give stride 4, each further stage halves.
+    """
     net = factory(weights=None)
-    names = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+    names = ("conv1", "bn1", "relu", "maxpool", *_RESNET_STAGES[:stages])
     return nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
 
 
@@ -169,6 +185,28 @@ def _register_resnets() -> None:
 
 
 _register_resnets()
+
+# Truncated trunks for small inputs: stem + layer1 + layer2 (output stride 8). Costs: forward
+# GFLOPs at 224 px (torch.utils.flop_counter, multiply-adds) over ResNet18's 1.81: 0.99 and 1.81.
+_TRUNCATED = (("resnet18_s8", "resnet18", 128, 0.55), ("resnet50_s8", "resnet50", 512, 1.0))
+
+
+def _register_truncated() -> None:
+    import torchvision.models as tvm
+
+    for name, base, channels, cost in _TRUNCATED:
+        factory = getattr(tvm, base)
+
+        def builder(factory: Callable[..., nn.Module] = factory) -> nn.Module:
+            return _resnet_trunk(factory, stages=2)
+
+        builder.__doc__ = (
+            f"torchvision {base}'s stem and first two stages (output stride 8), random init."
+        )
+        register_encoder(name, channels=channels, stride=8, cost=cost)(builder)
+
+
+_register_truncated()
 
 
 class _TimmFeatures(nn.Module):

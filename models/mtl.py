@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -79,6 +79,15 @@ class MultiTaskModel(nn.Module):
             "tasks": self.tasks,
             "decoder_width": self.decoder_width,
         }
+
+    def set_output_stats(self, stats: Mapping[str, tuple[Tensor, Tensor]]) -> None:
+        """Set the output map ``shift + scale · head`` of the decoders of ``stats``' tasks
+        (``{task: (shift [C], scale [C])}``, e.g. :func:`rts.models.output.fit_output_stats`)."""
+        extra = [k for k in stats if k not in self.tasks]
+        if extra:
+            raise ValueError(f"output stats for task(s) {''.join(extra)!r} not in {self.tasks!r}")
+        for k, (shift, scale) in stats.items():
+            self.decoders[k].set_output_stats(shift, scale)
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """The last shared layer's weight (GradNorm measures task gradient norms there)."""

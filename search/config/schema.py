@@ -167,6 +167,9 @@ class Stage1Config:
             ``additive`` or ``pairwise``, fitted on the completed stage-1 trials' metric; stage
             2 then takes the subsets it predicts best among every subset of the space, tried or
             not (``rts.search.results.effects``; uniform weights, the first encoder).
+        output_init: ``default`` (the heads' own init) or ``standardise`` (every head starts at
+            its training labels' mean and moves in units of their spread,
+            :mod:`rts.models.output`; what makes the synthetic toy's depth heads trainable).
     """
 
     encoder: str = "resnet18"
@@ -179,6 +182,7 @@ class Stage1Config:
     reduction_factor: int = 2
     metric: Stage1Metric = "vuln"
     model: Literal["none", "additive", "pairwise"] = "none"
+    output_init: str = "default"
 
 
 @dataclass(frozen=True)
@@ -197,6 +201,7 @@ class Stage2Config:
         baseline: also train the single-task model (of every encoder among the candidates), so
             the summary can say what the auxiliary tasks bought; ``false`` saves a full training
             when only the ranking matters.
+        output_init: as :attr:`Stage1Config.output_init`.
     """
 
     top_k: int = 3
@@ -206,6 +211,7 @@ class Stage2Config:
     lr: float = 1e-3
     uniform_twins: bool = True
     baseline: bool = True
+    output_init: str = "default"
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,12 @@ def _check_stages(cfg: SearchConfig) -> None:
             _fail(f"{name}.lr", f"must be > 0, got {st.lr}")
         if st.decoder_width is not None and st.decoder_width < 1:
             _fail(f"{name}.decoder_width", f"must be >= 1, got {st.decoder_width}")
+        inits = output_init_names()
+        if st.output_init not in inits:
+            _fail(
+                f"{name}.output_init",
+                f"unknown output_init {st.output_init!r}; choose from {', '.join(inits)}",
+            )
     if s1.scheduler == "asha" and not 1 <= s1.grace_period <= s1.epochs:
         _fail("stage1.grace_period", f"must be in [1, epochs={s1.epochs}], got {s1.grace_period}")
     if s1.reduction_factor < 2:
@@ -265,6 +271,13 @@ def encoder_names() -> list[str]:
     from rts.models import ENCODERS
 
     return sorted(ENCODERS)
+
+
+def output_init_names() -> list[str]:
+    """The output initialisations of ``models`` (:data:`rts.models.output.OUTPUT_INITS`)."""
+    from rts.models.output import OUTPUT_INITS
+
+    return list(OUTPUT_INITS)
 
 
 def attack_names() -> list[str]:

@@ -60,6 +60,7 @@ class TrialSpec:
         threads: torch CPU threads (the trial's CPUs).
         data_tasks: tasks whose labels are loaded (main + the whole pool), so that every trial
             of a worker process shares one copy of the data; ``""`` = :attr:`tasks`.
+        output_init: the decoders' output map (:func:`rts.models.apply_output_init`).
     """
 
     stage: int
@@ -77,6 +78,7 @@ class TrialSpec:
     device: str = "auto"
     threads: int = 1
     data_tasks: str = ""
+    output_init: str = "default"
 
     @property
     def tasks(self) -> str:
@@ -144,6 +146,7 @@ def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec
         device=cfg.resources.device,
         threads=max(1, int(cfg.resources.cpus_per_trial)),
         data_tasks=canonical_tasks(candidate.main + cfg.pool),
+        output_init=st.output_init,
     )
 
 
@@ -229,6 +232,7 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
         DEFAULT_DECODER_WIDTH,
         SCHEDULES,
         WeightingSpec,
+        apply_output_init,
         build_model,
         resolve_device,
         train,
@@ -242,7 +246,9 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
     n_probe = len(val_set) if spec.attack.images is None else min(len(val_set), spec.attack.images)
     probe = val_set.subset(list(range(n_probe)))
     width = spec.decoder_width or DEFAULT_DECODER_WIDTH
-    model = build_model(spec.encoder, spec.tasks, decoder_width=width, seed=spec.seed).to(device)
+    model = build_model(spec.encoder, spec.tasks, decoder_width=width, seed=spec.seed)
+    apply_output_init(model, train_set, spec.output_init, seed=spec.seed)
+    model.to(device)
     weights = spec.candidate.weight_map
     resume = None
     if session.resume_dir is not None and (session.resume_dir / "last.pt").exists():

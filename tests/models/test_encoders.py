@@ -121,3 +121,46 @@ def test_every_encoder_declares_a_cost_relative_to_resnet18():
 def test_register_encoder_rejects_a_nonpositive_cost():
     with pytest.raises(ValueError, match="cost must be > 0"):
         register_encoder("free", channels=8, stride=32, cost=0.0)(lambda: torch.nn.Identity())
+
+
+@pytest.mark.parametrize(("name", "channels"), [("resnet18_s8", 128), ("resnet50_s8", 512)])
+def test_truncated_resnets_keep_an_8x8_feature_map_at_64px(name, channels):
+    """Stem + layer1 + layer2: output stride 8 by construction, where the full ResNet gives 2x2."""
+    spec = get_encoder(name)
+    assert (spec.stride, spec.channels) == (8, channels)
+    enc = build_encoder(name)
+    assert [n for n, _ in enc.named_children()][-2:] == ["layer1", "layer2"]
+    assert enc(torch.rand(1, 3, 64, 64)).shape == (1, channels, 8, 8)
+    assert enc(torch.rand(1, 3, 40, 24)).shape == (1, channels, 5, 3)
+    assert build_encoder(name.removesuffix("_s8"))(torch.rand(1, 3, 64, 64)).shape[-2:] == (2, 2)
+
+
+@pytest.mark.parametrize("name", ["resnet18_s8", "resnet50_s8"])
+def test_truncated_resnet_cost_is_its_flops_over_resnet18s(name):
+    """The registered cost is what the docstring says: forward FLOPs at 224 px / ResNet18's."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(module):
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            module(torch.rand(1, 3, 224, 224))
+        return counter.get_total_flops()
+
+    ratio = flops(build_encoder(name)) / flops(torchvision.models.resnet18(weights=None))
+    assert get_encoder(name).cost == pytest.approx(ratio, rel=0.02)
+    assert get_encoder(name).cost < get_encoder(name.removesuffix("_s8")).cost
+
+
+def test_truncated_trunk_loads_its_full_resnets_weights_file(tmp_path):
+    """resnet18's ImageNet-style file loads into resnet18_s8 (the stages it leaves out are
+    skipped); a file of another architecture is still refused."""
+    torch.manual_seed(4)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(reference.state_dict(), path)
+    enc = build_encoder("resnet18_s8", weights_path=path)
+    for key, value in enc.state_dict().items():
+        assert torch.equal(value, reference.state_dict()[key]), key
+    wrong = tmp_path / "r34.pth"
+    torch.save(torchvision.models.resnet34(weights=None).state_dict(), wrong)
+    with pytest.raises(ValueError, match="do not match the encoder"):
+        build_encoder("resnet18_s8", weights_path=wrong)

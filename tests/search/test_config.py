@@ -92,6 +92,7 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("stage1.epochs=-1", "stage1.epochs: must be >= 0 (0 = evaluate at initialisation)"),
         ("stage1.epochs=0", "stage1.epochs: 0 (a zero-training screen) has nothing to prune"),
         ("stage2.epochs=0", "stage2.epochs: must be >= 1, got 0"),
+        ("stage2.output_init=zscore", "stage2.output_init: unknown output_init 'zscore'; choose"),
         ("name=a/b", "name: bad run name 'a/b'"),
         ("resources.device=tpu", "resources.device: unknown device 'tpu'"),
         ("data.source=/no/such/folder", "data.source: '/no/such/folder' is neither 'synthetic'"),
@@ -143,6 +144,18 @@ def test_trial_seed_defaults_to_the_sampler_seed_and_can_differ():
     # An old config.yaml without the key resumes as the same search.
     assert diff_configs(cfg, resolve(cfg)) == []
     assert diff_configs(cfg, own) == ["search.trial_seed: 5 -> 0"]
+
+
+def test_output_init_reaches_each_stages_trials():
+    from rts.search.engine.space import Space
+    from rts.search.engine.trial import build_spec
+
+    cfg = load_config(None, ["search.encoders=[resnet18]", "stage2.output_init=standardise"])
+    cand = Space.from_config(cfg).baseline("resnet18")
+    assert build_spec(cfg, cand, 1).output_init == "default"
+    assert build_spec(cfg, cand, 2).output_init == "standardise"
+    # an old config.yaml without the key resumes as the same search
+    assert diff_configs(cfg, resolve(cfg)) == []
 
 
 def test_space_size_counts_subsets_encoders_and_schemes():

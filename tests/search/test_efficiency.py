@@ -314,9 +314,9 @@ def test_with_perfect_surrogates_the_screen_finds_the_oracle_best(local_ray, tmp
         prefix="t-",
     )
     assert len(ev.truth) == 16 and list(ev.per_seed) == [0]
-    assert ev.truth.index[0] == "sDE"  # MARGINAL: s -0.20, E -0.15, D -0.05 (n +0.15)
+    assert ev.truth.index[0] == "sE"  # pool sdnE; MARGINAL: s -0.20, E -0.15 (d +0.10, n +0.15)
     (row,) = ev.frame.to_dict("records")
-    assert row["pick"] == "sDE" and row["rank"] == 1 and row["rank_run"] == 1
+    assert row["pick"] == "sE" and row["rank"] == 1 and row["rank_run"] == 1
     assert row["units_fraction"] == pytest.approx(2 / 16)  # no stage-1 epoch, no baseline
     assert row["stage2_vs_truth"] == 0.0
-    assert row["stage2"] == "sDE,sE"
+    assert row["stage2"] == "sE,sdE"

@@ -43,12 +43,17 @@ SAME_QUESTION = (
     "attack.aggregate",
 )
 """What a synthetic counterpart must share with its real study (the rest is scale)."""
+TOY = {"search.main", "search.pool", "stage1.encoder"}
+"""Every toy asks its question of reshading (r, with s, d, n, E), the main task its models learn
+at CPU budgets, on a truncated ResNet (``*_s8``): docs/synthetic.md, "Models that learn"."""
 KNOWN_DIFFERENCES = {
-    # toy: ResNet18 only (see its header), so stage 1 needs no per-trial encoder; the worst case
-    # of PGD, APGD and WGD as in the search benchmark, whose ground truth it is (PGD's own
+    # toy: resnet18_s8 only (see its header), so stage 1 needs no per-trial encoder; the worst
+    # case of PGD, APGD and WGD as in the search benchmark, whose ground truth it is (PGD's own
     # value is the vuln_pgd column)
-    "rq1-tasks-norms-budgets": {"search.encoders", "stage1.encoder", "attack.ensemble"},
-    "rq2-marginal": {"search.min_aux"},  # toy: only the 5-task model of Figure 1
+    "rq1-tasks-norms-budgets": TOY | {"search.encoders", "attack.ensemble"},
+    "rq2-marginal": TOY | {"search.min_aux"},  # toy: only the 5-task model of Figure 1
+    "rq3-weights-adaptive": TOY,
+    "rq4-surrogates": TOY,
 }
 TINY = [
     "data.n=32",  # 2 buildings: 16 training, 16 held-out images
@@ -186,7 +191,7 @@ def test_rq1_synthetic_trains_and_attacks_every_subset(local_ray, tmp_path):
     assert {"pgd", "apgd", "wgd", "worst"} <= set(att["attack"])
     for _, row in s2.iterrows():
         worst = att[
-            (att["trial_id"] == row["trial_id"]) & (att["attack"] == "worst") & (att["task"] == "d")
+            (att["trial_id"] == row["trial_id"]) & (att["attack"] == "worst") & (att["task"] == "r")
         ]
         assert float(worst["relative_vulnerability"].iloc[0]) == pytest.approx(row["vuln"])
     best = s2.sort_values(["vuln", "clean_error"]).iloc[0]
@@ -200,9 +205,9 @@ def test_rq2_synthetic_five_task_model_and_the_enabling_chain(local_ray, tmp_pat
 
     out = run_tiny("rq2-marginal", tmp_path)
     s2 = stage(out, 2).set_index("aux")
-    assert set(s2.index) == {"sDnE", ""}
-    ckpt = out.paths.root / s2.loc["sDnE", "checkpoint"]
-    chain = ["d", "dD", "dDn", "dDnE", "sdDnE"]
+    assert set(s2.index) == {"sdnE", ""}
+    ckpt = out.paths.root / s2.loc["sdnE", "checkpoint"]
+    chain = ["r", "dr", "dnr", "dnEr", "sdnEr"]
     rc = main(
         [
             "attack",
@@ -247,9 +252,9 @@ def test_rq3_synthetic_compares_uniform_and_optimal_weights_under_each_attack(lo
         for a, sc, w in zip(pairs["aux"], pairs["scheme"], pairs["weights"], strict=True)
     }
     # App. B: main 1; s gets 0.01 with d (0.1 otherwise), D gets 0.01 unless the main is s.
-    assert weights[("s", "optimal")] == pytest.approx({"s": 0.01, "d": 1.0})
-    assert weights[("D", "optimal")] == pytest.approx({"d": 1.0, "D": 0.01})
-    assert weights[("s", "uniform")] == pytest.approx({"s": 0.5, "d": 0.5})
+    assert weights[("s", "optimal")] == pytest.approx({"s": 0.1, "r": 1.0})
+    assert weights[("D", "optimal")] == pytest.approx({"D": 0.01, "r": 1.0})
+    assert weights[("s", "uniform")] == pytest.approx({"s": 0.5, "r": 0.5})
     assert (s2["aux"] == "").sum() == 1  # the single-task baseline
     for name in ("pgd", "apgd", "wgd"):
         assert s2[f"vuln_{name}"].notna().all()
@@ -267,7 +272,8 @@ def test_rq4_synthetic_correlates_the_surrogates_with_the_resnet50_target(local_
         "rq4-surrogates", tmp_path, "search.pool=sD", "search.max_aux=2", "stage1.epochs=2"
     )
     s1, s2 = stage(out, 1), stage(out, 2)
-    assert set(s1["trained_encoder"]) == {"resnet18"} and set(s2["trained_encoder"]) == {"resnet50"}
+    assert set(s1["trained_encoder"]) == {"resnet18_s8"}
+    assert set(s2["trained_encoder"]) == {"resnet50_s8"}
     assert (s1["epochs"] == 2).all()  # no pruning: every subset's surrogate to the end
     table = analyze(load_run(out.paths.root), n_resamples=9).set_index("surrogate")
     assert {"vuln@1", "vuln@2", "surrogate_vuln", "clean_error", "grad_bound@0"} <= set(table.index)
