@@ -48,6 +48,7 @@ HELP: dict[str, str] = {
     "milestones": "epochs where lr drops 10x, e.g. '120,140' ('' = none)",
     "batch_size": "batch size (default 32)",
     "decoder_width": "decoder base width (default 256 = MTRobust; 16 is tiny)",
+    "output_init": "decoders' output map: default, or standardise (start at the labels' mean)",
     "encoder_weights": "local encoder state_dict to start from (weights_only)",
     "seed": "seed of init, shuffling and flips (default 0)",
     "checkpoint_epochs": "also checkpoint after these epochs, e.g. '50,100'",
@@ -173,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from rts.models import (
         SCHEDULES,
         WeightingSpec,
+        apply_output_init,
         build_model,
         get_encoder,
         make_weighting,
@@ -234,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
         weights_path=opts["encoder_weights"],
         seed=opts["seed"],
     )
+    if resume is None:  # a resumed model's output map comes back with its weights
+        apply_output_init(model, train_set, opts["output_init"], seed=opts["seed"])
     print(
         f"training {opts['encoder']} on {tasks} (main {opts['main']}, {opts['weighting']} "
         f"weights) for {opts['epochs']} epochs on {device}: {len(train_set)} train / "

@@ -48,6 +48,7 @@ class TrainConfig:
     milestones: tuple[int, ...] | None = None
     batch_size: int = 32
     decoder_width: int = 256
+    output_init: str = "default"
     encoder_weights: str | None = None
     seed: int = 0
     checkpoint_epochs: tuple[int, ...] = ()
@@ -128,7 +129,7 @@ def validate_train(cfg: TrainConfig) -> None:
 
 
 def _check_registries(cfg: TrainConfig) -> None:
-    from rts.models import ENCODERS, SCHEDULES
+    from rts.models import ENCODERS, OUTPUT_INITS, SCHEDULES
     from rts.models.train import Precision
     from rts.models.weighting import WEIGHTINGS
     from rts.tasks.encoding import CONVENTIONS
@@ -136,6 +137,7 @@ def _check_registries(cfg: TrainConfig) -> None:
     _choose("encoder", cfg.encoder, list(ENCODERS))
     _choose("weighting", cfg.weighting, list(WEIGHTINGS))
     _choose("schedule", cfg.schedule, list(SCHEDULES))
+    _choose("output_init", cfg.output_init, OUTPUT_INITS)
     _choose("precision", cfg.precision, typing.get_args(Precision))
     if cfg.convention is not None:
         _choose("convention", cfg.convention, CONVENTIONS)

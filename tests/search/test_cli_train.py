@@ -175,6 +175,9 @@ def _registry_names() -> list[tuple[str, str]]:
 
     names = [("encoder", n) for n in ENCODERS] + [("schedule", n) for n in SCHEDULES]
     names += [("weighting", n) for n in WEIGHTINGS] + [("convention", n) for n in CONVENTIONS]
+    from rts.models import OUTPUT_INITS
+
+    names += [("output_init", n) for n in OUTPUT_INITS]
     return names + [("precision", n) for n in typing.get_args(Precision)]
 
 
