@@ -17,10 +17,11 @@ FOLDERS |= {"search": "rts/search", "cli": "rts/cli", "rts": "rts"}
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """A wheel built from this checkout (setuptools, no network); leaves no build/ behind."""
+    """A wheel built from this checkout as `pip install` builds it (an isolated build
+    environment with pyproject's build requirements); leaves no build/ behind."""
     out = tmp_path_factory.mktemp("wheel")
     had_build = (ROOT / "build").exists()
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
+    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q"]
     try:
         subprocess.run([*cmd, "-w", str(out), str(ROOT)], check=True, capture_output=True)
     finally:
