@@ -275,18 +275,22 @@ def run_batch(
         if k == len(rungs):
             break
         values = {(r.key, r.number): r.value(epoch, metric) for r in results if not r.failure}
-        earlier = [
-            (o.steps[epoch], (key, number))
-            for record in done
-            for number, o in record.outcomes.items()
-            if epoch in o.steps and math.isfinite(o.steps[epoch])
-            for key in [record.keys[number]]
-        ]
-        keep = continuing(values, earlier, cfg.stage1.reduction_factor)
+        keep = continuing(values, reached(done, epoch), cfg.stage1.reduction_factor)
         alive = [m for m in alive if (tuple(m.key), m.number) in keep]
         if not alive:
             break
     return [last[m.number] for m in members]
+
+
+def reached(done: Sequence[BatchRecord], epoch: int) -> list[tuple[float, tuple]]:
+    """``(value, (key, number))`` of the finished batches' trials that reported ``epoch``."""
+    out = []
+    for record in done:
+        for number, result in record.outcomes.items():
+            value = result.steps.get(epoch)
+            if value is not None and math.isfinite(value):
+                out.append((value, (record.keys[number], number)))
+    return out
 
 
 def _rung(

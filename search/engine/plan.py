@@ -152,8 +152,10 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         " (plus continuous searched weights)" if plan.continuous else ""
     )
     s1_enc = "each trial's own encoder" if s1.encoder == "same" else s1.encoder
+    halving = "successive halving at rung barriers" if cfg.search.deterministic else "ASHA"
     sched = (
-        f"ASHA on {s1.metric} (grace {s1.grace_period}, reduction factor {s1.reduction_factor})"
+        f"{halving} on {s1.metric} (grace {s1.grace_period}, reduction factor "
+        f"{s1.reduction_factor})"
         if s1.scheduler == "asha"
         else f"no pruning, ranked by {s1.metric}"
     )

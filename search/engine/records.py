@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from rts.search.engine.space import candidate_key
 from rts.search.engine.stages import TrialFailure, failure_reason, trial_config
 from rts.search.engine.storage import posix_name
 from rts.tasks.io import atomic_write_text
@@ -187,7 +188,7 @@ def rung_results(
         entry = trial_config(result).get("candidate", {})
         number = int(entry.get("member", 0))
         member = by_number.get(number)
-        if member is None or tuple(member.key) != tuple(_key_of(entry)) or number in out:
+        if member is None or tuple(member.key) != candidate_key(entry) or number in out:
             raise ValueError(f"{experiment} holds trials of another batch")
         offset = float(time_offset.get(number, 0.0))
         rows = result_rows(result.metrics_dataframe)
@@ -211,12 +212,6 @@ def rung_results(
     if set(out) != set(by_number):
         raise ValueError(f"{experiment} holds trials of another batch")
     return [out[m.number] for m in members]
-
-
-def _key_of(entry: Mapping[str, Any]) -> tuple:
-    from rts.search.engine.space import candidate_key
-
-    return candidate_key(entry)
 
 
 def write_rung(path: Path, results: Sequence[RungResult]) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,30 @@ def prepare_run_dir(cfg: SearchConfig, paths: RunPaths) -> None:
                 f"{paths.location} holds a search with another config ({'; '.join(changed[:3])}); "
                 "rerun with the same config to resume, or pick another name=..."
             )
+        if cfg.search.deterministic:
+            _warn_numerics(previous, cfg)
     atomic_write_text(paths.config, dump_config(cfg))
+
+
+NUMERIC_RESOURCES = ("cpus_per_trial", "gpus_per_trial", "device")
+"""Resources that change a real trial's floating-point results (torch's thread count, the
+device), although a run may resume with them changed."""
+
+
+def _warn_numerics(previous: SearchConfig, cfg: SearchConfig) -> None:
+    """Warn when a deterministic run resumes with resources that change the trials' numerics."""
+    changed = [
+        f"resources.{k}: {getattr(previous.resources, k)!r} -> {getattr(cfg.resources, k)!r}"
+        for k in NUMERIC_RESOURCES
+        if getattr(previous.resources, k) != getattr(cfg.resources, k)
+    ]
+    if changed:
+        warnings.warn(
+            f"{'; '.join(changed)}: the trials still to run compute with another thread count "
+            "or device, so their numbers (and a close decision) may differ in the last digits "
+            "from an uninterrupted run",
+            stacklevel=3,
+        )
 
 
 def _stage1_tables(

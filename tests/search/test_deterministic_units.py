@@ -253,3 +253,31 @@ def test_the_report_records_the_mode():
     table = analyze(det, n_resamples=49)
     assert "Search mode: deterministic" in render_html(det, table, [])
     assert "Search mode: deterministic" in render_markdown(det, table, [])
+
+
+def test_resuming_with_other_numerics_warns_but_concurrency_does_not(tmp_path):
+    import warnings
+
+    from rts.search.engine.paths import run_dir
+    from rts.search.results.pipeline import prepare_run_dir
+
+    paths = run_dir(config(), tmp_path)
+    prepare_run_dir(config(), paths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        prepare_run_dir(config("resources.max_concurrent=4"), paths)  # no effect on results
+    with pytest.warns(UserWarning, match=r"resources\.cpus_per_trial: 1\.0 -> 2\.0"):
+        prepare_run_dir(config("resources.cpus_per_trial=2"), paths)
+
+
+def test_dry_run_says_which_mode_will_run(capsys):
+    from rts.cli import main
+
+    quickstart = CONFIGS[[p.stem for p in CONFIGS].index("quickstart")]
+    assert main(["search", str(quickstart), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "mode: deterministic (stage 1 proposes in batches of 4" in out
+    assert "successive halving at rung barriers on vuln" in out
+    assert main(["search", str(quickstart), "search.deterministic=false", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "mode: asynchronous" in out and "ASHA on vuln" in out

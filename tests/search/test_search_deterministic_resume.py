@@ -29,7 +29,7 @@ from tests.search.test_search_deterministic import comparable
 CONFIG = """
 search: {main: d, pool: sDnk, max_aux: 2, n_trials: 6, batch: 3, encoders: [resnet18],
          seed: 5, deterministic: true}
-stage1: {epochs: 3, grace_period: 1, reduction_factor: 2}
+stage1: {epochs: 2, grace_period: 1, reduction_factor: 2}
 stage2: {top_k: 2, epochs: 2}
 """
 
@@ -51,7 +51,7 @@ def command(config: Path, name: str, storage: Path) -> list[str]:
 
 
 def environment(log_path: Path) -> dict[str, str]:
-    fake = {"sleep_s": 0.4, "jitter_s": 0.4, "noise": 0.05, "log_path": str(log_path)}
+    fake = {"sleep_s": 0.2, "jitter_s": 0.3, "noise": 0.05, "log_path": str(log_path)}
     return {**os.environ, **RAY_ENV_DEFAULTS, "RTS_FAKE_TRIAL": json.dumps(fake)}
 
 
