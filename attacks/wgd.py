@@ -11,7 +11,7 @@ and how much the gradient of each task is penalized", so that it "affects all ta
 including those that have a smaller contribution to the joint loss". It gives no algorithm (its
 Appendix D is only a code listing) and the published code never computes ``r_i`` (peers.md
 §1.2). This module offers the readings side by side; ``benchmarks/wgd.py`` measures them and the
-strongest is the default (docs/attacks.md, "WGD").
+strongest is the default: ``balance="gradient"``, ``gamma=1`` (docs/attacks.md, "WGD").
 
 * **Scale** (every reading): ``L_i(0)`` is task ``i``'s loss on the **clean** input, per sample;
   dividing by it puts every task on the same scale (a relative loss increase), the published
@@ -68,7 +68,12 @@ BALANCES: tuple[str, ...] = ("loss", "gradient")
 """How tasks are put on one scale: their losses over ``L_i(0)``, or unit input gradients."""
 
 DEFAULT_GAMMA = 1.0
-"""The default exponent (docs/attacks.md, "WGD", gives the measurement behind it)."""
+"""The default exponent: tied with 0, -1 and 4 in ``benchmarks/wgd.py`` (docs/attacks.md, "WGD")."""
+
+DEFAULT_BALANCE = "gradient"
+"""The default balance: it reached a larger share of the strongest attack's damage on every
+learned task than the loss readings with uniform attack weights (+19 points [+1, +37], the
+benchmark of docs/attacks.md, "WGD"), at M backward passes per step."""
 
 
 def attack_rate_weights(
@@ -203,17 +208,20 @@ def wgd(
     losses: Mapping[str, PerSampleLoss] | None = None,
     gamma: float = DEFAULT_GAMMA,
     select: str = "all",
-    balance: str = "loss",
+    balance: str = DEFAULT_BALANCE,
 ) -> Tensor:
     """WGD against ``tasks``: PGD steps on each task's relative loss (see the module doc).
 
     Args are those of :func:`attacks.pgd.pgd`, plus:
         gamma: exponent of the relative attack rate, any finite sign: ``ρ_i ∝ r_i^(-γ)``;
-            0 = the published ``RELATIVE_WEIGHT``, -1 = weights ``∝ r_i`` (the paper's words).
+            0 = no attack-rate weighting (with ``balance="loss"`` the published
+            ``RELATIVE_WEIGHT``), -1 = weights ``∝ r_i`` (the paper's words).
         select: ``"all"`` tasks at every step, or ``"cyclic"``: task ``t mod M`` at step ``t``
             (the published ``CYCLIC_STEP``; ``gamma`` and ``balance`` then change nothing).
-        balance: ``"loss"`` (one backward per step) or ``"gradient"``: every task's input
-            gradient normalised per sample before they are combined (M backwards per step).
+        balance: ``"gradient"`` (default): every task's input gradient normalised per sample
+            before they are combined (M backward passes per step), or ``"loss"``: each task's
+            loss over its clean loss (one backward per step; with ``gamma=0`` the published
+            ``RELATIVE_WEIGHT``).
     """
     setup = prepare(x, y, tasks, weights, losses, eps, norm, NORMS + COMPAT_NORMS)
     steps = check_steps(steps)

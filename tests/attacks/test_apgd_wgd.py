@@ -151,20 +151,21 @@ def test_wgd_gamma_zero_is_relative_weight():
         "d": lambda p, t: l1_loss(p, t) / clean["d"],
     }
     kw = {"eps": 0.05, "steps": 4, "random_start": False}
-    a = wgd(model, x, y, "sd", gamma=0.0, **kw)
+    a = wgd(model, x, y, "sd", gamma=0.0, balance="loss", **kw)
     b = pgd(model, x, y, "sd", losses=rel, **kw)
     torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
-    c = wgd(model, x, y, "sd", gamma=1.0, **kw)
+    c = wgd(model, x, y, "sd", gamma=1.0, balance="loss", **kw)
     assert not torch.allclose(a, c)  # γ matters
 
 
 READINGS = [
-    {"gamma": 1.0},
-    {"gamma": 0.0},
-    {"gamma": -1.0},
-    {"gamma": 4.0},
+    {},  # the default: balance=gradient, gamma=1
+    {"gamma": 1.0, "balance": "loss"},
+    {"gamma": 0.0, "balance": "loss"},
+    {"gamma": -1.0, "balance": "loss"},
+    {"gamma": 4.0, "balance": "loss"},
     {"select": "cyclic"},
-    {"balance": "gradient"},
+    {"balance": "gradient", "gamma": 0.0},
     {"balance": "gradient", "gamma": -1.0},
 ]
 """The WGD readings (options) the tests run: every one must behave as an attack."""
@@ -177,7 +178,7 @@ def _down_scaled_toy():
 
 
 @pytest.mark.parametrize(
-    "reading", READINGS, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items())
+    "reading", READINGS, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items()) or "default"
 )
 def test_every_wgd_reading_attacks_a_down_scaled_task_harder_than_pgd(reading):
     """With n's loss scaled by 0.01, PGD barely attacks n; every WGD reading moves it more."""
@@ -272,13 +273,23 @@ def test_wgd_gradient_balance_one_step_by_hand():
     )
     torch.testing.assert_close(ours, expected, rtol=0, atol=1e-12)
     plain = wgd(
-        model, x, y, "sd", w, eps=eps, steps=1, step_size=alpha, random_start=False, gamma=0.0
+        model,
+        x,
+        y,
+        "sd",
+        w,
+        eps=eps,
+        steps=1,
+        step_size=alpha,
+        random_start=False,
+        gamma=0.0,
+        balance="loss",
     )
     assert not torch.equal(ours, plain)  # the balance changes the step
 
 
 @pytest.mark.parametrize(
-    "reading", READINGS[1:], ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items())
+    "reading", READINGS[1:], ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items()) or "default"
 )
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_every_wgd_reading_batch_equals_per_sample_and_one_task_is_pgd(reading, norm):
