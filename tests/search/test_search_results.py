@@ -295,30 +295,26 @@ def test_summary_with_per_image_errors_gives_intervals_ties_and_the_baseline_tes
     levels = dict(zip(table["trial_id"], table["vuln"], strict=True))
     levels.pop("s2-0005")  # failed
     clear = _images(levels, noise=0.02)
-    s = summarize(
-        table.iloc[:0],
-        table,
-        sp(),
-        stage2_epochs=1,
-        aggregate="worst",
-        attacks=("pgd",),
-        images=clear,
-    )
+
+    def summary(images: pd.DataFrame):
+        return summarize(
+            table.iloc[:0],
+            table,
+            sp(),
+            stage2_epochs=1,
+            aggregate="worst",
+            attacks=("pgd",),
+            images=images,
+        )
+
+    s = summary(clear)
     assert s.significant is True and s.vuln_low < s.vuln < s.vuln_high
     assert s.vs_baseline[2] < 0
     text = format_summary(s)
     assert "significantly more robust than the single-task model" in text
     assert "| recommended: d + {s} | 0.5" in text and "[" in text.split("recommended:")[1]
     noisy = _images({k: 0.5 for k in levels}, noise=0.6, n=12)
-    t = summarize(
-        table.iloc[:0],
-        table,
-        sp(),
-        stage2_epochs=1,
-        aggregate="worst",
-        attacks=("pgd",),
-        images=noisy,
-    )
+    t = summary(noisy)
     assert t.significant is False
     text = format_summary(t)
     assert text.splitlines()[2].startswith("**Not significant**")
