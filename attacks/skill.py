@@ -130,6 +130,16 @@ def trivial_errors(
     return {k: v / count for k, v in total.items()}
 
 
+def trivial_val_errors(
+    train: Any, data: Any, tasks: str | Iterable[str], *, batch_size: int = 64
+) -> dict[str, float]:
+    """Error on ``data`` of the trivial predictor fitted on ``train`` (both ``TaskDataset``-like,
+    with ``batches``): what every skill of a model evaluated on ``data`` is measured against."""
+    keys = parse_tasks(tasks)
+    trivial = fit_trivial(train.batches(batch_size), keys)
+    return trivial_errors(trivial, data.batches(batch_size), keys)
+
+
 def skill(model_error: float, trivial_error: float) -> float:
     """``1 − model_error / trivial_error``; NaN when the trivial error is 0 or unknown."""
     if not trivial_error > 0 or math.isnan(model_error):
@@ -198,9 +208,7 @@ def model_skill(
     keys = per_image.eval_keys
     if len(train) > FIT_IMAGES:
         train = train.subset(torch.linspace(0, len(train) - 1, FIT_IMAGES).long())
-    trivial = trivial_errors(
-        fit_trivial(train.batches(batch_size), keys), data.batches(batch_size), keys
-    )
+    trivial = trivial_val_errors(train, data, keys, batch_size=batch_size)
     errors = {k: float(per_image.clean[k][1].double().mean()) for k in keys}
     return skills(errors, trivial)
 

@@ -112,13 +112,6 @@ def resolve_options(args: argparse.Namespace) -> TrainConfig:
     return load_train_config(args.config, plain, [*texts, *getattr(args, "overrides", [])])
 
 
-def trivial_val_errors(train_set: Any, val_set: Any, tasks: str) -> dict[str, float]:
-    """Validation error of the training split's per-pixel mean (majority class for ``s``)."""
-    from rts.attacks.skill import fit_trivial, trivial_errors
-
-    return trivial_errors(fit_trivial(train_set.batches(64), tasks), val_set.batches(64), tasks)
-
-
 def epoch_line(record: Any, epochs: int, trivial: dict[str, float]) -> str:
     """``epoch 3/10: val error d=0.0123 (skill 0.41), s=… ; train loss 0.52; 4.1 s``."""
     from rts.attacks.skill import skill
@@ -244,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
         f"{len(val_set)} val images of {data_spec.source}",
         file=sys.stderr,
     )
+    from rts.attacks.skill import trivial_val_errors
+
     trivial = trivial_val_errors(train_set, val_set, tasks)
 
     def report(record: Any) -> None:

@@ -174,14 +174,13 @@ def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
 def _trivial_errors(spec: TrialSpec, train_set: Any, val_set: Any) -> dict[str, float]:
     """Error of the trivial predictor (training-split mean) on the validation split, per task;
     computed once per process and data (what every trial's skill is measured against)."""
-    from rts.attacks.skill import fit_trivial, trivial_errors
+    from rts.attacks.skill import trivial_val_errors
 
     tasks = spec.data_tasks or spec.tasks
     key = (spec.data, tasks)
     if key not in _TRIVIAL_CACHE:
         _TRIVIAL_CACHE.clear()
-        trivial = fit_trivial(train_set.batches(64), tasks)
-        _TRIVIAL_CACHE[key] = trivial_errors(trivial, val_set.batches(64), tasks)
+        _TRIVIAL_CACHE[key] = trivial_val_errors(train_set, val_set, tasks)
     return _TRIVIAL_CACHE[key]
 
 

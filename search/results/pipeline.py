@@ -212,9 +212,8 @@ def _stage1_tables(
     cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo
 ) -> StageTables:
     """Stage 1's tables: read back when it finished before, else run (or resume) it."""
-    done = _read_stage(paths, 1)
+    done = _finished(paths, 1, echo)
     if done is not None:
-        echo(f"stage 1: finished earlier ({len(done.trials)} trials), skipped")
         return done
     results = run_stage1(cfg, paths, trial_fn, echo)
     encoder = None if cfg.stage1.encoder == SAME_ENCODER else cfg.stage1.encoder
@@ -231,15 +230,22 @@ def _stage2_tables(
     echo: Echo,
 ) -> StageTables:
     """Stage 2's tables: read back when it finished before, else run (or resume) it."""
-    done = _read_stage(paths, 2)
+    done = _finished(paths, 2, echo)
     if done is not None:
-        echo(f"stage 2: finished earlier ({len(done.trials)} trials), skipped")
         return done
     results = run_stage2(cfg, paths, trial_fn, entries, echo)
     tables = collect_stage(results, 2, epochs=cfg.stage2.epochs, trained_encoder=None)
     tables = dataclasses.replace(tables, trials=_save_checkpoints(results, tables.trials, paths))
     _write_stage(paths, 2, tables)
     return tables
+
+
+def _finished(paths: RunPaths, stage: int, echo: Echo) -> StageTables | None:
+    """A stage's tables when it finished in an earlier run (and says so), else ``None``."""
+    done = _read_stage(paths, stage)
+    if done is not None:
+        echo(f"stage {stage}: finished earlier ({len(done.trials)} trials), skipped")
+    return done
 
 
 def _read_stage(paths: RunPaths, stage: int) -> StageTables | None:
