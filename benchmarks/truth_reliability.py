@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from benchmarks.search_efficiency import markdown
+from benchmarks.search_efficiency import markdown, truth_overrides
 from rts.attacks.statistics import STATISTICS, get_statistic
 from rts.search.results.recommend import compare
 
@@ -95,16 +95,20 @@ def distinguishable_share(
 
 def run_seed(config: str, seed: int, storage: str, overrides: Sequence[str], fake: bool):
     """One exhaustive run under training seed ``seed``: (stage-2 trials, images, wall s)."""
-    from rts.search.config.convert import load_config
+    from rts.search.config.convert import load_config, resolve
+    from rts.search.engine.space import Space
     from rts.search.results.pipeline import run_search
 
-    more = [f"search.trial_seed={seed}", f"name=truth-seed{seed}", *overrides]
     trial_fn = None
     if fake:
         from tests.search.fake_trial import FakeTrial
 
         trial_fn = FakeTrial(noise=0.05)
-    cfg = load_config(config, more)
+    base = resolve(load_config(config, overrides))
+    # the very runs benchmarks.search_efficiency takes as its truth (same names and settings),
+    # so that benchmark resumes them from the same --storage instead of training them again
+    more = truth_overrides(overrides, seed, Space.from_config(base).size, base.stage1.epochs)
+    cfg = load_config(config, [*more, f"name=truth-seed{seed}"])
     start = time.perf_counter()
     out = run_search(cfg, storage=storage, trial_fn=trial_fn, echo=None)
     wall = time.perf_counter() - start

@@ -202,6 +202,10 @@ class Stage2Config:
             the summary can say what the auxiliary tasks bought; ``false`` saves a full training
             when only the ranking matters.
         output_init: as :attr:`Stage1Config.output_init`.
+        seeds: training seeds per stage-2 model (``search.trial_seed``, ``+1``, …): every
+            finalist and the baseline is trained ``seeds`` times; the tables keep one row per
+            seed, the recommendation and its interval use the mean over seeds (paired over the
+            same seeds and images). One seed's ranking can be training noise.
     """
 
     top_k: int = 3
@@ -212,6 +216,7 @@ class Stage2Config:
     uniform_twins: bool = True
     baseline: bool = True
     output_init: str = "default"
+    seeds: int = 1
 
 
 @dataclass(frozen=True)

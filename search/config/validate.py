@@ -73,6 +73,8 @@ def _check_task(path: str, key: str) -> None:
 
 
 _TRIAL_FN = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+MAX_SEEDS = 32
+"""Most training seeds per stage-2 model (``stage2.seeds``)."""
 
 
 def _check_space(cfg: SearchConfig) -> None:
@@ -197,6 +199,8 @@ def _check_stages(cfg: SearchConfig) -> None:
         _fail("stage1.reduction_factor", f"must be >= 2, got {s1.reduction_factor}")
     if s2.top_k < 0:
         _fail("stage2.top_k", f"must be >= 0, got {s2.top_k}")
+    if not 1 <= s2.seeds <= MAX_SEEDS:
+        _fail("stage2.seeds", f"must be an integer from 1 to {MAX_SEEDS}, got {s2.seeds!r}")
     if s2.top_k == 0 and not s2.baseline:
         _fail("stage2.top_k", "0 with baseline: false leaves stage 2 nothing to train")
 

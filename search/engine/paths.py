@@ -81,6 +81,11 @@ class RunPaths:
         return self.root / "images.parquet"
 
     @property
+    def candidates(self) -> Path:
+        """One row per stage-2 candidate: the mean over its training seeds, with its interval."""
+        return self.root / "candidates.parquet"
+
+    @property
     def checkpoints(self) -> Path:
         """Stage-2 model checkpoints, one folder per trial."""
         return self.root / "checkpoints"

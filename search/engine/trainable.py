@@ -10,6 +10,7 @@ state). It also adds where the trial ran (``node_id``, ``hostname``), and fails 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import socket
@@ -32,6 +33,9 @@ from rts.search.engine.trial import (
 RESUME_KEY = "resume_from"
 """Trial-config entry: a checkpoint (folder or URI) the trial starts from when Ray has none of
 its own for it (the next rung of a deterministic stage-1 batch)."""
+SEED_KEY = "seed"
+"""Trial-config entry: this trial's own training seed (``stage2.seeds``); absent = the search's
+trial seed."""
 
 CHECKED_METRICS = ("train_loss", "clean_error", "vuln")
 """Metrics that must be finite: a NaN or inf in one of them fails the trial as diverged."""
@@ -54,6 +58,8 @@ def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, s
     entry = config.get("candidate", config)
     candidate = decode(entry)
     spec = build_spec(cfg, candidate, stage)
+    if entry.get(SEED_KEY) is not None:
+        spec = dataclasses.replace(spec, seed=int(entry[SEED_KEY]))
     _set_threads(spec.threads)
     node_id = ray.get_runtime_context().get_node_id()
     host = socket.gethostname()

@@ -13,6 +13,7 @@ import pandas as pd
 from rts.search.engine.plan import trial_units
 from rts.search.engine.space import Candidate, decode
 from rts.search.engine.stages import failure_reason, stage_trial_id, trial_config, trial_counter
+from rts.search.engine.trainable import SEED_KEY
 from rts.search.results.tables import (
     ATTACK_COLUMNS,
     HISTORY_KEYS,
@@ -24,7 +25,12 @@ from rts.tasks.registry import TASK_KEYS
 
 
 def collect_stage(
-    results: Iterable[Any], stage: int, *, epochs: int, trained_encoder: str | None
+    results: Iterable[Any],
+    stage: int,
+    *,
+    epochs: int,
+    trained_encoder: str | None,
+    seed: int = 0,
 ) -> StageTables:
     """Tables of one finished stage from Ray's ``ResultGrid`` (or any iterable of ``Result``).
 
@@ -33,6 +39,7 @@ def collect_stage(
         stage: 1 or 2.
         epochs: the stage's epoch budget (a trial below it without error was pruned).
         trained_encoder: the encoder stage-1 trials train (``None``: the candidate's own).
+        seed: the search's trial seed (a trial's ``seed`` column unless its config names one).
     """
     rows, histories, attack_rows, image_rows = [], [], [], []
     ordered = sorted(results, key=lambda r: trial_counter(r.path))
@@ -53,6 +60,7 @@ def collect_stage(
             "role": entry.get("role", "search"),
             **candidate_columns(cand),
             "trained_encoder": encoder,
+            "seed": int(entry.get(SEED_KEY, seed)),
             "max_epochs": epochs,
             "epochs": reached,
             "status": status,

@@ -36,8 +36,9 @@ from rts.search.engine.stages import (
     run_stage2,
 )
 from rts.search.engine.trial import TrialFn
+from rts.search.results.candidates import candidate_table
 from rts.search.results.collect import collect_stage
-from rts.search.results.select import add_surrogate_columns, select_stage2
+from rts.search.results.select import add_surrogate_columns, select_stage2, with_seeds
 from rts.search.results.summary import Summary, format_summary, summarize
 from rts.search.results.tables import STAGE_TABLES, StageTables, read_parquet, write_parquet
 from rts.tasks.io import atomic_write_text
@@ -114,7 +115,8 @@ def run_search(
                 baseline=cfg.stage2.baseline,
                 model=cfg.stage1.model,
             )
-            s2 = _stage2_tables(cfg, paths, trial_fn, [e.to_config() for e in entries], say)
+            configs = with_seeds([e.to_config() for e in entries], cfg.stage2.seeds, cfg.trial_seed)
+            s2 = _stage2_tables(cfg, paths, trial_fn, configs, say)
             sync_up(paths)
         outcome = _write_results(cfg, paths, space, s1, s2)
     return outcome
@@ -167,6 +169,16 @@ def _write_results(
     write_parquet(history, paths.history)
     write_parquet(s2.attacks, paths.attacks)
     write_parquet(s2.images, paths.images)
+    done = s2.trials[s2.trials["status"] == "completed"] if len(s2.trials) else s2.trials
+    cands = candidate_table(
+        done[done["vuln"].notna()] if len(done) else done,
+        s2.images,
+        aggregate=cfg.attack.aggregate,
+        statistic=cfg.attack.statistic,
+        seed=cfg.trial_seed,
+        encoder=space.encoders[0],
+    )
+    write_parquet(cands, paths.candidates)
     atomic_write_text(paths.summary_json, summary.to_json())
     atomic_write_text(paths.summary_md, format_summary(summary, paths.location) + "\n")
     return SearchOutcome(paths, trials, history, s2.attacks, summary)
@@ -217,7 +229,9 @@ def _stage1_tables(
         return done
     results = run_stage1(cfg, paths, trial_fn, echo)
     encoder = None if cfg.stage1.encoder == SAME_ENCODER else cfg.stage1.encoder
-    tables = collect_stage(results, 1, epochs=cfg.stage1.epochs, trained_encoder=encoder)
+    tables = collect_stage(
+        results, 1, epochs=cfg.stage1.epochs, trained_encoder=encoder, seed=cfg.trial_seed
+    )
     _write_stage(paths, 1, tables)
     return tables
 
@@ -234,7 +248,9 @@ def _stage2_tables(
     if done is not None:
         return done
     results = run_stage2(cfg, paths, trial_fn, entries, echo)
-    tables = collect_stage(results, 2, epochs=cfg.stage2.epochs, trained_encoder=None)
+    tables = collect_stage(
+        results, 2, epochs=cfg.stage2.epochs, trained_encoder=None, seed=cfg.trial_seed
+    )
     tables = dataclasses.replace(tables, trials=_save_checkpoints(results, tables.trials, paths))
     _write_stage(paths, 2, tables)
     return tables

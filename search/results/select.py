@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from rts.search.engine.space import Candidate, Space, decode
+from rts.search.engine.trainable import SEED_KEY
 from rts.search.results.effects import EffectModel, fit_effects, rank_subsets
 from rts.search.results.pareto import pareto_ranks
 
@@ -56,6 +57,14 @@ class Stage2Entry:
             "role": self.role,
             "surrogate_trial_id": self.surrogate_trial_id,
         }
+
+
+def with_seeds(entries: list[dict[str, Any]], seeds: int, first: int) -> list[dict[str, Any]]:
+    """Every stage-2 trial config once per training seed ``first``, ``first + 1``, …
+    (``stage2.seeds``); unchanged for one seed, whose trials use the search's trial seed."""
+    if seeds <= 1:
+        return entries
+    return [{**e, SEED_KEY: first + i} for e in entries for i in range(seeds)]
 
 
 def select_stage2(

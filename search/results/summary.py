@@ -13,8 +13,9 @@ import pandas as pd
 
 from rts.search.engine.plan import exhaustive_cost, mode_text
 from rts.search.engine.space import Space
+from rts.search.results.candidates import compare_candidates, per_candidate, recommend
 from rts.search.results.pareto import pareto_ranks
-from rts.search.results.recommend import baseline_row, best_row, compare
+from rts.search.results.recommend import best_row
 from rts.tasks.weights import format_weights
 
 
@@ -65,6 +66,8 @@ class Summary:
         mode: how stage 1 ran: ``deterministic`` (batches, rung barriers: a rerun gives the same
             tables) or ``asynchronous`` (Ray Tune's OptunaSearch and ASHA).
         batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
+        seeds: training seeds per stage-2 model (``stage2.seeds``): with more than one, every
+            stage-2 value is the mean over them and its interval spans seeds × images.
     """
 
     main: str
@@ -106,6 +109,7 @@ class Summary:
     significant: bool | None = None
     mode: str = "asynchronous"
     batch: int = 0
+    seeds: int = 1
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -133,19 +137,19 @@ def summarize(
 ) -> Summary:
     """The summary of a finished search (see :class:`Summary`); ``images`` (the stage-2
     per-image errors) gives the intervals, the tied set and the baseline test."""
-    done = (
+    seeded = (
         stage2[(stage2["status"] == "completed") & stage2["vuln"].notna()]
         if len(stage2)
         else stage2
     )
+    done = per_candidate(seeded)  # one row per candidate: the mean over its training seeds
     nan = math.nan
-    rec = best_row(done, "vuln", "trial_id")
+    rec, base = recommend(done, space.encoders[0])
     enc = str(rec.get("encoder", space.encoders[0])) if len(rec) else space.encoders[0]
 
     def pick(mask: pd.Series) -> Mapping[str, Any]:
         return best_row(done[mask], "vuln", "trial_id")
 
-    base = baseline_row(done, "vuln", "trial_id", single=done["aux"] == "", encoder=enc)
     twin: Mapping[str, Any] = {}
     if len(rec) and rec["scheme"] != "uniform":
         twin = pick(
@@ -197,9 +201,10 @@ def summarize(
         pareto=front,
         skill=_value(rec, "skill"),
         baseline_skill=_value(base, "skill"),
-        skill_flags=_skill_flags(done, space.main),
+        skill_flags=_skill_flags(seeded, space.main),
         statistic=statistic,
-        **_noise(done, images, aggregate, statistic, seed, rec, base, space.main),
+        **_noise(done, seeded, images, aggregate, statistic, seed, space.main),
+        seeds=int(done["n_seeds"].max()) if len(done) else 1,
         mode=mode,
         batch=batch,
     )
@@ -207,29 +212,24 @@ def summarize(
 
 def _noise(
     done: pd.DataFrame,
+    seeded: pd.DataFrame,
     images: pd.DataFrame | None,
     aggregate: str,
     statistic: str,
     seed: int,
-    rec: Mapping[str, Any],
-    base: Mapping[str, Any],
     main: str,
 ) -> dict[str, Any]:
-    """Intervals, the tied set and the baseline test from the per-image errors."""
-    if images is None or images.empty or not len(rec) or done.empty:
-        return {}
-    attack = aggregate if aggregate == "worst" else None
-    if attack is None or "attack" not in images.columns:
-        return {}
-    rows = images[(images["attack"] == attack) & images["trial_id"].isin(done["trial_id"])]
-    frame = rows.rename(columns={"trial_id": "key", "image": "unit"})
-    baseline = str(base["trial_id"]) if len(base) else ""
-    comp = compare(frame, statistic, baseline=baseline, best=str(rec["trial_id"]), seed=seed)
+    """Intervals, the tied set and the baseline test from the per-image errors (pooled over
+    the training seeds: ``done`` has one row per candidate, ``seeded`` one per trial)."""
+    enc = str(done["encoder"].iloc[0]) if len(done) else ""
+    comp = compare_candidates(
+        done, seeded, images, aggregate=aggregate, statistic=statistic, seed=seed, encoder=enc
+    )
     if comp is None:
         return {}
     table = comp.table.set_index("key")
     labels = {str(r["trial_id"]): short_label(main, str(r["aux"])) for _, r in done.iterrows()}
-    rec_id = str(rec["trial_id"])
+    rec_id, baseline = comp.best, comp.baseline
     out: dict[str, Any] = {"tied": tuple(labels[k] for k in comp.tied if k in labels)}
     if rec_id in table.index:
         out["vuln_low"], out["vuln_high"] = table.loc[rec_id, ["low", "high"]]
@@ -251,8 +251,11 @@ def _skill_flags(done: pd.DataFrame, main: str) -> tuple[str, ...]:
     from rts.attacks.skill import skill_flag
 
     flags = []
+    several = "seed" in done and done["seed"].nunique() > 1
     for _, row in done.iterrows():
         name = short_label(main, str(row["aux"]))
+        if several:
+            name += f" (seed {int(row['seed'])})"
         line = skill_flag(name, main, _value(row, "skill"), _value(row, "spread"))
         if line:
             flags.append(line)
@@ -285,7 +288,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     """The summary as the text ``rts search`` prints (Markdown-friendly)."""
     lines = [f"## Search summary: main task {s.main!r}", ""]
     rec_label = short_label(s.main, s.recommended_aux)
-    flagged = any(f.startswith(f"{rec_label}:") for f in s.skill_flags)
+    flagged = any(f.startswith((f"{rec_label}:", f"{rec_label} (seed ")) for f in s.skill_flags)
     if s.recommended_trial and flagged and not math.isnan(s.skill):
         lines += [
             f"**Not trusted**: the recommended model has not learned {s.main!r} (main-task "
@@ -392,6 +395,11 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
         ),
     ]
     lines.append(f"Mode: {mode_text(s.mode, s.batch)}.")
+    if s.seeds > 1:
+        lines.append(
+            f"Seeds: every stage-2 model trained under {s.seeds} training seeds; its values are "
+            "the means over them, its intervals over seeds × images (candidates.parquet)."
+        )
     if run_dir is not None:
         lines.append(f"Results: {run_dir}")
     return "\n".join(lines)

@@ -86,6 +86,9 @@ class FakeTrial:
             metrics (``vuln``, ``grad_bound``, ``grad_bound_all``; a fixed draw per candidate,
             epoch and seed): a surrogate that predicts the converged oracle imperfectly. Stage-2
             values stay exact, so the truth is known; 0 = perfect surrogates.
+        seed_noise: standard deviation of a deterministic Gaussian error added to the stage-2
+            ``vuln`` per (candidate, training seed): the training-seed noise that
+            ``stage2.seeds`` averages out.
     """
 
     sleep_s: float = 0.0
@@ -94,6 +97,7 @@ class FakeTrial:
     nan_on: str | None = None
     log_path: str | None = None
     noise: float = 0.0
+    seed_noise: float = 0.0
 
     def __call__(self, spec: TrialSpec, session: TrialSession) -> None:
         """Report ``spec.epochs`` epochs of fake metrics, resuming from the last state."""
@@ -119,6 +123,8 @@ class FakeTrial:
     def _metrics(self, spec: TrialSpec, epoch: int) -> dict[str, Any]:
         cand = spec.candidate
         vuln = fake_vulnerability(cand, spec.encoder, epoch)
+        if self.seed_noise and spec.stage == 2:
+            vuln += self.seed_noise * surrogate_error(cand, spec.seed, 0, "seed")
         clean = fake_clean_error(cand, epoch)
         out: dict[str, Any] = {
             "epoch": epoch,

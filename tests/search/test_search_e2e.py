@@ -51,6 +51,26 @@ PROMISED_COLUMNS = {
 }
 
 
+REAL_TINY = [
+    "data.size=32",
+    "data.n=24",
+    "search.pool=s",
+    "search.sampler=grid",
+    "search.encoders=[resnet18]",
+    "stage1.epochs=1",
+    "stage1.decoder_width=8",
+    "stage1.batch_size=8",
+    "stage2.top_k=1",
+    "stage2.epochs=1",
+    "stage2.decoder_width=8",
+    "stage2.batch_size=8",
+    "attack.images=4",
+    "attack.cheap_steps=1",
+    "attack.steps=1",
+]
+"""The smallest real search: one auxiliary, one epoch per stage, 4 attacked images."""
+
+
 def events(log_path) -> list[dict]:
     return [json.loads(line) for line in log_path.read_text().splitlines()]
 
@@ -314,27 +334,7 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     """The real trainable: models.train, the cheap attack every epoch, the ensemble at the end."""
     from rts.models import load_checkpoint
 
-    cfg = load_config(
-        None,
-        [
-            "name=real",
-            "data.size=32",
-            "data.n=24",
-            "search.pool=s",
-            "search.sampler=grid",
-            "search.encoders=[resnet18]",
-            "stage1.epochs=1",
-            "stage1.decoder_width=8",
-            "stage1.batch_size=8",
-            "stage2.top_k=1",
-            "stage2.epochs=1",
-            "stage2.decoder_width=8",
-            "stage2.batch_size=8",
-            "attack.images=4",
-            "attack.cheap_steps=1",
-            "attack.steps=1",
-        ],
-    )
+    cfg = load_config(None, ["name=real", *REAL_TINY])
     out = run_search(cfg, storage=tmp_path)
     trials = out.trials
     assert (trials["status"] == "completed").all(), trials["failure"].tolist()

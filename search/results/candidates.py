@@ -1,0 +1,148 @@
+"""Stage-2 candidates across training seeds: one row per candidate, its mean over seeds and the
+interval of that mean over (seed, image) units (``stage2.seeds``; ``candidates.parquet``).
+
+With one seed a candidate is its trial. With several, the tables keep one row per seed and the
+recommendation compares candidates by their mean, paired over the same seeds and images: a
+difference between two candidates has to exceed both the image noise and the seed noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from rts.search.results.recommend import Comparison, baseline_row, best_row, compare
+
+CANDIDATE_KEY = ("main", "aux", "weights", "encoder")
+"""Columns that identify a stage-2 candidate (its seeds share them)."""
+
+CANDIDATE_COLUMNS = (
+    "trial_id",
+    "role",
+    *CANDIDATE_KEY,
+    "n_seeds",
+    "trial_ids",
+    "vuln",
+    "vuln_low",
+    "vuln_high",
+    "seed_sd",
+    "tied_with_best",
+    "clean_error",
+    "skill",
+    "skill_min",
+)
+"""Columns of ``candidates.parquet``: ``trial_id`` is the candidate's first trial (its name in
+the summary), ``trial_ids`` all of them; ``vuln`` the mean over seeds, ``vuln_low``/``high``
+the 95 % bootstrap interval over seeds × images, ``seed_sd`` the standard deviation across
+seeds, ``tied_with_best`` whether the paired difference to the best includes 0."""
+
+
+def per_candidate(done: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate of the completed stage-2 rows ``done``: numeric columns averaged
+    over its seeds, the rest from its first trial; ``n_seeds``, ``trial_ids``, ``seed_sd``
+    (standard deviation of ``vuln`` across seeds, NaN for one seed) and ``skill_min``."""
+    if done.empty:
+        return done.assign(n_seeds=0, trial_ids="", seed_sd=math.nan, skill_min=math.nan)
+    rows = done.sort_values("trial_id", kind="stable")
+    groups = rows.groupby(list(CANDIDATE_KEY), sort=False, dropna=False)
+    numeric = [
+        c
+        for c in rows.columns
+        if pd.api.types.is_numeric_dtype(rows[c])
+        and c not in ("stage", "seed")
+        and not pd.api.types.is_bool_dtype(rows[c])
+    ]
+    out = groups.nth(0).set_index(list(CANDIDATE_KEY))
+    out[numeric] = groups[numeric].mean()
+    out["n_seeds"] = groups.size()
+    out["trial_ids"] = groups["trial_id"].agg(",".join)
+    out["seed_sd"] = groups["vuln"].std(ddof=1)
+    out["skill_min"] = groups["skill"].min() if "skill" in rows else math.nan
+    return out.reset_index()
+
+
+def pooled_images(images: pd.DataFrame, done: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """The per-image errors of ``attack`` for :func:`~rts.search.results.recommend.compare`:
+    ``key`` = the candidate's first trial id, ``unit`` = ``"<seed>:<image>"`` (the same image
+    under the same training seed pairs across candidates)."""
+    cols = ["key", "unit", "clean_error", "adv_error"]
+    if images is None or images.empty or "attack" not in images.columns or done.empty:
+        return pd.DataFrame(columns=cols)
+    first = per_candidate(done)
+    rep = {}
+    for _, row in first.iterrows():
+        for tid in str(row["trial_ids"]).split(","):
+            rep[tid] = str(row["trial_id"])
+    seed = done.set_index("trial_id")["seed"] if "seed" in done else pd.Series(dtype=int)
+    rows = images[(images["attack"] == attack) & images["trial_id"].isin(rep)]
+    seeds = rows["trial_id"].map(seed).fillna(0).astype(int).astype(str)
+    return pd.DataFrame(
+        {
+            "key": rows["trial_id"].map(rep),
+            "unit": seeds + ":" + rows["image"].astype(str),
+            "clean_error": rows["clean_error"],
+            "adv_error": rows["adv_error"],
+        }
+    )
+
+
+def recommend(done: pd.DataFrame, encoder: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The recommended candidate row and the single-task baseline row (on the recommendation's
+    encoder, else ``encoder``) of the per-candidate table ``done`` (``{}`` when none)."""
+    rec = best_row(done, "vuln", "trial_id")
+    enc = str(rec.get("encoder", encoder)) if len(rec) else encoder
+    base = (
+        baseline_row(done, "vuln", "trial_id", single=done["aux"] == "", encoder=enc)
+        if len(done)
+        else {}
+    )
+    return rec, base
+
+
+def compare_candidates(
+    cands: pd.DataFrame,
+    done: pd.DataFrame,
+    images: pd.DataFrame | None,
+    *,
+    aggregate: str,
+    statistic: str,
+    seed: int,
+    encoder: str,
+) -> Comparison | None:
+    """The recommendation against the noise on the pooled (seed, image) units: ``None``
+    without per-image errors of the ``worst`` aggregate."""
+    if images is None or images.empty or aggregate != "worst" or cands.empty:
+        return None
+    rec, base = recommend(cands, encoder)
+    if not len(rec):
+        return None
+    frame = pooled_images(images, done, aggregate)
+    baseline = str(base["trial_id"]) if len(base) else ""
+    return compare(frame, statistic, baseline=baseline, best=str(rec["trial_id"]), seed=seed)
+
+
+def candidate_table(
+    done: pd.DataFrame, images: pd.DataFrame | None, **settings: Any
+) -> pd.DataFrame:
+    """``candidates.parquet``: :data:`CANDIDATE_COLUMNS`, best first (``settings``: those of
+    :func:`compare_candidates`)."""
+    cands = per_candidate(done)
+    if cands.empty:
+        return pd.DataFrame(columns=list(CANDIDATE_COLUMNS))
+    comp = compare_candidates(cands, done, images, **settings)
+    cands["vuln_low"] = cands["vuln_high"] = math.nan
+    cands["tied_with_best"] = pd.NA
+    if comp is not None:
+        table = comp.table.set_index("key")
+        ids = cands["trial_id"].astype(str)
+        cands["vuln_low"] = ids.map(table["low"]).to_numpy(dtype=float)
+        cands["vuln_high"] = ids.map(table["high"]).to_numpy(dtype=float)
+        cands["tied_with_best"] = ids.map(table["tied"]).astype("boolean").to_numpy()
+    for col in CANDIDATE_COLUMNS:
+        if col not in cands.columns:
+            cands[col] = math.nan
+    out = cands[list(CANDIDATE_COLUMNS)]
+    return out.sort_values(["vuln", "trial_id"], na_position="last").reset_index(drop=True)
