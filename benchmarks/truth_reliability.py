@@ -37,9 +37,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from benchmarks.search_efficiency import markdown, truth_overrides
+from benchmarks.search_efficiency import markdown, truth_overrides, truth_tied
 from rts.attacks.statistics import STATISTICS, get_statistic
-from rts.search.results.recommend import compare
 
 DEFAULT_CONFIG = "configs/rq1-tasks-norms-budgets-synthetic.yaml"
 
@@ -79,14 +78,7 @@ def distinguishable_share(
 ) -> float:
     """Share of subsets (other than the best) whose paired difference to the best, over
     (seed, image) units, has an interval above 0."""
-    frames = []
-    for seed, img in images.items():
-        aux = trials[seed].set_index("trial_id")["aux"]
-        w = img[img["attack"] == "worst"].copy()
-        w["key"] = w["trial_id"].map(aux).astype(str)
-        w["unit"] = [f"{seed}:{i}" for i in w["image"]]
-        frames.append(w[["key", "unit", "clean_error", "adv_error"]])
-    comp = compare(pd.concat(frames, ignore_index=True), statistic)
+    comp = truth_tied(images, trials, statistic)
     if comp is None or len(comp.table) < 2:
         return math.nan
     others = comp.table[comp.table["key"] != comp.best]
