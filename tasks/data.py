@@ -8,7 +8,9 @@ loads to exactly the labels rendered in memory.
 With ``cache=True`` (the default) every view is decoded once into compact tensors (uint8 images
 and class ids, float16 dense labels); :meth:`TaskDataset.batches` is then plain tensor indexing
 plus a dtype conversion, so CPU training never waits on PNG decoding. With ``cache=False`` a
-folder's PNGs are read and decoded each time a batch is drawn (for data sets larger than RAM).
+folder's PNGs are read and decoded each time a batch is drawn (for data sets larger than RAM),
+by ``workers`` ``torch.utils.data.DataLoader`` processes that decode the next batches while the
+current one trains; the batches are the same for any number of workers.
 """
 
 from __future__ import annotations
@@ -127,11 +129,15 @@ class _MemorySource:
 
 
 class _FileSource:
-    """Views read and decoded from their PNG files at every access (``cache=False``)."""
+    """Views read and decoded from their PNG files at every access (``cache=False``), by
+    ``workers`` loader processes (0: in the calling process)."""
 
-    def __init__(self, records: Sequence[Record], tasks: str, size: int, convention: str) -> None:
+    def __init__(
+        self, records: Sequence[Record], tasks: str, size: int, convention: str, workers: int = 0
+    ) -> None:
         self.records = list(records)
         self.tasks, self.size, self.convention = tasks, size, convention
+        self.workers = workers
 
     def __len__(self) -> int:
         return len(self.records)
@@ -144,10 +150,11 @@ class _FileSource:
 
     def subset(self, index: Tensor) -> _FileSource:
         picked = [self.records[int(i)] for i in index]
-        return _FileSource(picked, self.tasks, self.size, self.convention)
+        return _FileSource(picked, self.tasks, self.size, self.convention, self.workers)
 
     def slice(self, start: int, stop: int) -> _FileSource:
-        return _FileSource(self.records[start:stop], self.tasks, self.size, self.convention)
+        records = self.records[start:stop]
+        return _FileSource(records, self.tasks, self.size, self.convention, self.workers)
 
     @property
     def nbytes(self) -> int:
@@ -240,23 +247,56 @@ class TaskDataset(torch.utils.data.Dataset):
             flip: mirror each sample left-right with probability 1/2 (surface normals get
                 their x component negated; see :func:`tasks.encoding.hflip`).
             drop_last: skip a last batch smaller than ``batch_size``.
+
+        Files read per batch (``cache=False``) are decoded by the loader's worker processes,
+        the order and flips of the whole epoch being drawn when it starts.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        plan = self._plan(batch_size, shuffle, generator, flip, drop_last)
+        workers = getattr(self._source, "workers", 0)
+        if workers == 0:
+            for index, which in plan:
+                yield self._load(index, which)
+            return
+        planned = _Planned(self, list(plan))
+        yield from torch.utils.data.DataLoader(planned, batch_size=None, num_workers=workers)
+
+    def _plan(
+        self,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        flip: bool,
+        drop_last: bool,
+    ) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """The epoch's batches as (sample indices, flip mask or None), drawn lazily."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         for start in range(0, n, batch_size):
             index = order[start : start + batch_size]
             if drop_last and len(index) < batch_size:
                 break
-            which = torch.rand(len(index), generator=generator) < 0.5 if flip else None
-            yield self._load(index, which)
+            yield index, (torch.rand(len(index), generator=generator) < 0.5 if flip else None)
 
     def _load(self, index: Tensor, flip: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         images, labels = self._source.load(index)
         if flip is not None:
             images, labels = hflip(images, labels, flip)
         return expand(images, labels, self.tasks, self.convention)
+
+
+class _Planned(torch.utils.data.Dataset):
+    """An epoch's planned batches of a dataset, loaded by index (a loader worker's items)."""
+
+    def __init__(self, data: TaskDataset, plan: list[tuple[Tensor, Tensor | None]]) -> None:
+        self.data, self.plan = data, plan
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.data._load(*self.plan[i])
 
 
 def load_data(
@@ -271,8 +311,11 @@ def load_data(
         spec: what to load.
         tasks: task keys (``"sdn"``); only their files (and their validity masks) are read.
         progress: show a progress bar while decoding.
-        workers: threads decoding PNG files (default ``min(4, CPUs)``); 1 decodes inline.
+        workers: threads decoding PNG files once (``cache``; 0 or 1 decode inline), or
+            ``DataLoader`` processes decoding every batch (``cache=False``; 0 = inline);
+            default ``min(4, CPUs)``.
     """
+    workers = _workers(workers)
     keys = canonical_tasks(tasks)
     if spec.is_synthetic:
 
@@ -310,13 +353,22 @@ def load_data(
                 ),
             )
         else:
-            source = _FileSource(ordered, keys, spec.size, spec.convention)
+            source = _FileSource(ordered, keys, spec.size, spec.convention, workers)
         names = [r.name for r in ordered]
         k = len(train_idx)
         train = TaskDataset(keys, spec.convention, names[:k], source.slice(0, k))
         val = TaskDataset(keys, spec.convention, names[k:], source.slice(k, len(ordered)))
     log.info("loaded %s: %d train / %d val views (%s)", spec.source, len(train), len(val), keys)
     return train, val
+
+
+def _workers(workers: int | None) -> int:
+    """``workers`` checked, ``None`` = ``min(4, CPUs)``."""
+    if workers is None:
+        return min(4, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be an integer >= 0, got workers={workers!r}")
+    return workers
 
 
 def _shared(
@@ -397,7 +449,7 @@ def _render_synthetic(
 
 
 def _decode_records(
-    records: Sequence[Record], tasks: str, spec: DataSpec, progress: bool, workers: int | None
+    records: Sequence[Record], tasks: str, spec: DataSpec, progress: bool, workers: int
 ) -> _MemorySource:
     """Decode every record into preallocated compact tensors, in parallel threads.
 
@@ -405,10 +457,6 @@ def _decode_records(
     land at their record's index, so the outcome does not depend on scheduling.
     """
     from tqdm import tqdm
-
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
 
     def decode(record: Record) -> tuple[Tensor, dict[str, Tensor]]:
         return load_record(record, tasks, size=spec.size, convention=spec.convention)

@@ -16,6 +16,7 @@ import itertools
 import re
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -188,6 +189,13 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+RETIRED = {
+    "resources.max_failures": "replaced by resources.max_retries (retries of infrastructure "
+    "faults only; a trial's own error is never retried)",
+}
+"""Keys of earlier versions, accepted (with a warning) and ignored, so their runs resume."""
+
+
 def _convert_dataclass(cls: type, raw: Any, path: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{path or 'config'}: expected a mapping of keys, got {_kind(raw)}")
@@ -196,6 +204,9 @@ def _convert_dataclass(cls: type, raw: Any, path: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         where = f"{path}.{key}" if path else str(key)
+        if where in RETIRED:
+            warnings.warn(f"{where}: {RETIRED[where]}; ignored", stacklevel=2)
+            continue
         if key not in fields:
             raise ConfigError(f"{where}: unknown key; choose from {', '.join(fields)}")
         kwargs[key] = _convert(value, hints[key], where)

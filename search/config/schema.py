@@ -55,6 +55,12 @@ class DataConfig:
         cache_dir: node-local folder where the decoded data is written once per node and
             memory-mapped by every trial on it (``rts.tasks.cache``); ``null`` = each trial
             process decodes and holds its own copy.
+        cache: ``false``: a folder is not decoded into memory at all (nor into ``cache_dir``):
+            every batch is read from its PNG files, by ``workers`` DataLoader processes (for a
+            folder larger than memory or the node's disk).
+        workers: processes decoding a folder's batches when ``cache`` is ``false``, threads
+            decoding it once otherwise (0: in the trial's process); ``null`` = ``min(4,
+            resources.cpus_per_trial)``. The data are the same for any number.
     """
 
     source: str = "synthetic"
@@ -64,6 +70,8 @@ class DataConfig:
     convention: Literal["mtrobust", "taskgrouping"] = "mtrobust"
     val_fraction: float = 0.2
     cache_dir: str | None = "~/.cache/rts/data"
+    cache: bool = True
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -322,14 +330,17 @@ class ResourcesConfig:
         cpus_per_trial: CPUs reserved per trial (also torch's thread count in the trial).
         gpus_per_trial: GPUs per trial, fractional allowed (0.5 = two trials share a GPU).
         max_concurrent: most trials at once; ``None`` = as many as the resources allow.
-        max_failures: retries of a failed trial (0: a failure is recorded, the search goes on).
+        max_retries: retries of a trial hit by an infrastructure fault (a lost node, a killed
+            worker), each from its last checkpoint on a node still there; -1 = without limit. A
+            trial that fails by itself (an exception, a NaN loss) is recorded ``failed`` and
+            never retried (:mod:`rts.search.engine.faults`).
         device: ``auto`` (a GPU when the trial has one), ``cpu`` or ``cuda[:i]``.
     """
 
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_concurrent: int | None = None
-    max_failures: int = 0
+    max_retries: int = 3
     device: str = "auto"
 
 

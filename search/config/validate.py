@@ -63,6 +63,10 @@ def _check_data(data: DataConfig, require_data: bool = True) -> None:
         _fail("data.n", f"must be at least 4 images, got {data.n}")
     if not 0.0 < data.val_fraction < 1.0:
         _fail("data.val_fraction", f"must be in (0, 1), got {data.val_fraction}")
+    if data.workers is not None and data.workers < 0:
+        _fail(
+            "data.workers", f"must be >= 0 (0 = decode in the trial's process), got {data.workers}"
+        )
 
 
 def _check_task(path: str, key: str) -> None:
@@ -264,8 +268,8 @@ def _check_resources(r: ResourcesConfig) -> None:
         _fail("resources.gpus_per_trial", f"above 1 must be whole, got {r.gpus_per_trial}")
     if r.max_concurrent is not None and r.max_concurrent < 1:
         _fail("resources.max_concurrent", f"must be >= 1, got {r.max_concurrent}")
-    if r.max_failures < -1:
-        _fail("resources.max_failures", f"must be >= -1 (-1 = retry forever), got {r.max_failures}")
+    if r.max_retries < -1:
+        _fail("resources.max_retries", f"must be >= -1 (-1 = retry forever), got {r.max_retries}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", r.device):
         _fail("resources.device", f"unknown device {r.device!r}; choose from auto, cpu, cuda[:i]")
 

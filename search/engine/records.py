@@ -20,8 +20,9 @@ from typing import Any
 
 import pandas as pd
 
+from rts.search.engine.faults import TrialFailure, drop_failure_rows, result_failure
 from rts.search.engine.space import candidate_key
-from rts.search.engine.stages import TrialFailure, failure_reason, trial_config
+from rts.search.engine.stages import trial_config
 from rts.search.engine.storage import posix_name
 from rts.tasks.io import atomic_write_text
 
@@ -152,6 +153,7 @@ def _scalar(value: Any) -> Any:
 
 def result_rows(df: pd.DataFrame | None) -> list[dict[str, Any]]:
     """The reported epochs of one Ray trial as JSON-able dicts (without Ray's bookkeeping)."""
+    df = drop_failure_rows(df)
     if df is None or df.empty:
         return []
     keep = [c for c in df.columns if c not in RAY_BOOKKEEPING and not c.startswith("config/")]
@@ -205,7 +207,7 @@ def rung_results(
             config=dict(member.config),
             rows=rows,
             rung=rung,
-            failure=failure_reason(result.error),
+            failure=result_failure(result),
             checkpoint=checkpoint,
             ray_trial_id=posix_name(str(result.path)).split("_")[-1],
         )

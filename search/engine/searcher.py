@@ -17,6 +17,8 @@ import optuna
 from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
+from rts.search.engine.faults import FAILURE_KEY
+
 log = logging.getLogger(__name__)
 
 MAX_REDRAWS = 20
@@ -51,7 +53,8 @@ class StagedOptunaSearch(OptunaSearch):
 
     A trial whose last result reached ``final_epoch`` is ``COMPLETE`` with its last values; one
     stopped earlier by ASHA is ``PRUNED`` (TPE then ranks it by its last intermediate value,
-    below the complete trials); one that raised or returned a non-finite value is ``FAIL``.
+    below the complete trials); one that failed (an error, or a last result with
+    :data:`~rts.search.engine.faults.FAILURE_KEY`) or returned a non-finite value is ``FAIL``.
     Ray's own ``OptunaSearch`` reports a pruned trial as complete with its early-epoch value and
     an errored one with its last value, which would teach the sampler wrong things.
     """
@@ -94,7 +97,10 @@ class StagedOptunaSearch(OptunaSearch):
 
         After a hard kill the Optuna journal can be newer than Ray's last snapshot: a trial the
         journal saw finish is resumed by Ray and reports again. That must not kill the search.
+        The last result of a trial that failed (:data:`FAILURE_KEY`) is no intermediate value.
         """
+        if result.get(FAILURE_KEY):
+            return
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError as exc:
@@ -112,7 +118,7 @@ class StagedOptunaSearch(OptunaSearch):
         values = objective_values(result, metrics)
         state = optuna.trial.TrialState.COMPLETE
         try:
-            if error:
+            if error or result.get(FAILURE_KEY):
                 state, values = optuna.trial.TrialState.FAIL, None
             elif values is None or int(result.get("epoch", 0)) < self._final_epoch:
                 state = optuna.trial.TrialState.PRUNED
@@ -164,6 +170,9 @@ class ProgressCallback(tune.Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """One line with the trial's epoch and vulnerability."""
         r = trial.last_result or {}
+        if r.get(FAILURE_KEY):
+            self.echo(self._line(trials, trial, "failed"))
+            return
         vuln = r.get("vuln")
         what = f"finished at epoch {r.get('epoch', '?')}"
         if isinstance(vuln, int | float):

@@ -43,22 +43,6 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{int(counter):04d}_{trial.trial_id}" if counter.isdigit() else trial.trial_id
 
 
-class TrialFailure(RuntimeError):
-    """A trial's failure read back from a record: its message is the line :func:`failure_reason`
-    gave when the trial failed."""
-
-
-def failure_reason(error: BaseException | None) -> str:
-    """One line saying why a trial failed: the original exception's type and message."""
-    if error is None:
-        return ""
-    if isinstance(error, TrialFailure):
-        return str(error)
-    cause = getattr(error, "cause", None) or error
-    lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-    return f"{type(cause).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
-
-
 def trial_config(result: Any) -> dict[str, Any]:
     """The trial's config; from its ``params.json`` (local or on the remote storage) if Ray's
     result lacks it."""
@@ -142,7 +126,9 @@ def _run_config(
     return tune.RunConfig(
         name=name,
         storage_path=storage_path,
-        failure_config=tune.FailureConfig(max_failures=cfg.resources.max_failures),
+        # Retries infrastructure faults only: a trial fault ends its trial without an error
+        # (rts.search.engine.faults).
+        failure_config=tune.FailureConfig(max_failures=cfg.resources.max_retries),
         # Two, not one: a driver killed between Ray deleting a trial's older checkpoint and saving
         # the experiment state that points to the newer one must still find a checkpoint.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

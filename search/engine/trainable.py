@@ -6,11 +6,18 @@ and hands the trial function a :class:`~search.trial.TrialSession` whose ``repor
 epoch's metrics into ``ray.tune.report`` (with a checkpoint folder when the trial wrote its
 state). It also adds where the trial ran (``node_id``, ``hostname``), and fails the trial with
 :class:`~search.trial.TrialDiverged` when a loss or metric is not finite.
+
+A trial fault (an exception of the trial function, a non-finite metric) ends the trial with a
+last result saying why (:func:`~search.faults.failed_result`) instead of an error, so Ray's
+retries (``FailureConfig``) are spent on infrastructure faults only: an exception of Ray itself
+(a checkpoint upload that failed, a lost object) is raised again, and a lost node or killed
+worker never reaches this code (:mod:`search.faults`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import socket
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from rts.search.config.schema import SearchConfig
+from rts.search.engine.faults import failed_result, failure_reason, is_infrastructure_fault
 from rts.search.engine.space import decode
 from rts.search.engine.trial import (
     TrialDiverged,
@@ -29,6 +37,8 @@ from rts.search.engine.trial import (
     WriteCheckpoint,
     build_spec,
 )
+
+log = logging.getLogger(__name__)
 
 RESUME_KEY = "resume_from"
 """Trial-config entry: a checkpoint (folder or URI) the trial starts from when Ray has none of
@@ -73,18 +83,37 @@ def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, s
             resume_dir = Path(tmp)
             checkpoint.to_directory(str(resume_dir))
 
+        sent: list[BaseException] = []  # what Ray's report raised: infrastructure faults
+
+        def send(out: dict[str, Any], checkpoint: Any = None) -> None:
+            try:
+                tune.report(out, checkpoint=checkpoint)
+            except Exception as exc:
+                sent.append(exc)
+                raise
+
         def report(metrics: Mapping[str, Any], write_checkpoint: WriteCheckpoint | None = None):
             out = dict(metrics)
             check_finite(out)
             out.update(node_id=node_id, hostname=host)
             if write_checkpoint is None:
-                tune.report(out)
+                send(out)
                 return
             with tempfile.TemporaryDirectory(prefix="rts-ckpt-") as ckpt_dir:
                 write_checkpoint(Path(ckpt_dir))
-                tune.report(out, checkpoint=tune.Checkpoint.from_directory(ckpt_dir))
+                send(out, tune.Checkpoint.from_directory(ckpt_dir))
 
-        trial_fn(spec, TrialSession(tune.get_context().get_trial_id(), report, resume_dir))
+        trial_id = tune.get_context().get_trial_id()
+        try:
+            trial_fn(spec, TrialSession(trial_id, report, resume_dir))
+        except Exception as exc:
+            if sent or is_infrastructure_fault(exc):
+                raise  # Ray retries the trial from its last checkpoint
+            log.warning("trial %s failed: %s", trial_id, failure_reason(exc), exc_info=True)
+            required = {*CHECKED_METRICS, cfg.stage1.metric}
+            tune.report(
+                {**failed_result(exc, sorted(required)), "node_id": node_id, "hostname": host}
+            )
 
 
 def check_finite(metrics: Mapping[str, Any]) -> None:

@@ -160,15 +160,26 @@ _TRIVIAL_CACHE: dict[tuple, dict[str, float]] = {}
 def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
     """Train and validation sets with the labels of ``spec.data_tasks``, loaded once per
     process (a reused Ray actor runs many trials of the same search)."""
-    from rts.tasks.data import DataSpec, load_data
+    from rts.tasks.data import load_data
 
     tasks = spec.data_tasks or spec.tasks
     key = (spec.data, tasks)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()
-        data_spec = DataSpec(**dataclasses.asdict(spec.data))  # DataConfig has its fields
-        _DATA_CACHE[key] = load_data(data_spec, tasks, workers=spec.threads)
+        workers = spec.data.workers
+        workers = min(4, spec.threads) if workers is None else workers
+        _DATA_CACHE[key] = load_data(data_spec(spec.data), tasks, workers=workers)
     return _DATA_CACHE[key]
+
+
+def data_spec(data: DataConfig) -> Any:
+    """The :class:`rts.tasks.data.DataSpec` of ``data`` (its fields, but how many workers
+    decode, which is not part of what the data are)."""
+    from rts.tasks.data import DataSpec
+
+    fields = dataclasses.asdict(data)
+    fields.pop("workers")
+    return DataSpec(**fields)
 
 
 def _trivial_errors(spec: TrialSpec, train_set: Any, val_set: Any) -> dict[str, float]:
@@ -301,7 +312,7 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
             meta={
                 "search_stage": spec.stage,
                 "main": spec.main,
-                "data": dataclasses.asdict(spec.data),
+                "data": dataclasses.asdict(data_spec(spec.data)),
             },
         )
 

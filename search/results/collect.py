@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
+from rts.search.engine.faults import drop_failure_rows, result_failure
 from rts.search.engine.plan import trial_units
 from rts.search.engine.space import Candidate, decode
-from rts.search.engine.stages import failure_reason, stage_trial_id, trial_config, trial_counter
+from rts.search.engine.stages import stage_trial_id, trial_config, trial_counter
 from rts.search.engine.trainable import SEED_KEY
 from rts.search.results.tables import (
     ATTACK_COLUMNS,
@@ -49,10 +50,10 @@ def collect_stage(
         cand = decode(entry)
         trial_id = stage_trial_id(stage, number)
         metrics = dict(result.metrics or {})
-        hist = _history(result.metrics_dataframe, trial_id, stage)
+        hist = _history(drop_failure_rows(result.metrics_dataframe), trial_id, stage)
         reached = int(hist["epoch"].max()) if len(hist) else 0
-        error = result.error
-        status = "failed" if error is not None else ("completed" if reached >= epochs else "pruned")
+        failure = result_failure(result)
+        status = "failed" if failure else ("completed" if reached >= epochs else "pruned")
         encoder = trained_encoder or cand.encoder
         row: dict[str, Any] = {
             "trial_id": trial_id,
@@ -64,7 +65,7 @@ def collect_stage(
             "max_epochs": epochs,
             "epochs": reached,
             "status": status,
-            "failure": failure_reason(error),
+            "failure": failure,
             **{
                 m: _last(hist, m) if status != "failed" else math.nan
                 for m in ("vuln", "clean_error", "skill", "spread", "grad_bound", "grad_bound_all")

@@ -27,3 +27,31 @@ def local_ray():
             yield
         finally:
             ray.shutdown()
+
+
+@pytest.fixture
+def two_node_cluster(monkeypatch):
+    """A local Ray cluster of a 1-CPU head and a 1-CPU worker node: ``(cluster, worker)``.
+
+    Searches join it by explicit address: it advertises itself in
+    ``/tmp/ray/ray_current_cluster``, where a plain ``ray.init()`` would join it.
+    """
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    from rts.search.engine.stages import RAY_ENV_DEFAULTS
+
+    for key, value in RAY_ENV_DEFAULTS.items():
+        monkeypatch.setenv(key, value)
+    assert not ray.is_initialized()
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    ray._common.utils.reset_ray_address()
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield cluster, worker
+    finally:
+        cluster.shutdown()
+        ray._common.utils.reset_ray_address()

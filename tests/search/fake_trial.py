@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,8 +81,8 @@ class FakeTrial:
             that the order in which concurrent trials report changes from run to run.
         fail_on: auxiliary task; a trial training it raises ``RuntimeError`` at epoch 1.
         nan_on: auxiliary task; a trial training it reports a NaN loss at epoch 1.
-        log_path: file that gets one JSON line per event (``start``, ``epoch``), to check what
-            ran, resumed or stopped.
+        log_path: file that gets one JSON line per event (``start``, ``epoch``, with the Ray
+            node it ran on), to check what ran, resumed or stopped, and where.
         noise: standard deviation of a deterministic Gaussian error added to the stage-1
             metrics (``vuln``, ``grad_bound``, ``grad_bound_all``; a fixed draw per candidate,
             epoch and seed): a surrogate that predicts the converged oracle imperfectly. Stage-2
@@ -168,10 +169,19 @@ class FakeTrial:
                 "stage": spec.stage,
                 "aux": spec.candidate.aux,
                 "pid": os.getpid(),
+                "node": _node_id(),
             }
         )
         with open(self.log_path, "a", encoding="utf-8") as fh:  # one short append: atomic
             fh.write(line + "\n")
+
+
+def _node_id() -> str:
+    """The Ray node this process runs on; ``""`` outside Ray."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
+    return ray.get_runtime_context().get_node_id()
 
 
 def surrogate_error(candidate: Candidate, seed: int, epoch: int, metric: str) -> float:

@@ -95,6 +95,8 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("stage2.output_init=zscore", "stage2.output_init: unknown output_init 'zscore'; choose"),
         ("name=a/b", "name: bad run name 'a/b'"),
         ("resources.device=tpu", "resources.device: unknown device 'tpu'"),
+        ("resources.max_retries=-2", "resources.max_retries: must be >= -1 (-1 = retry forever)"),
+        ("data.workers=-1", "data.workers: must be >= 0 (0 = decode in the trial's process)"),
         ("data.source=/no/such/folder", "data.source: '/no/such/folder' is neither 'synthetic'"),
         ("search", "bad override 'search'; write key=value"),
         ("stage1=3", "stage1: expected a mapping of keys, got 3"),
@@ -326,3 +328,10 @@ def test_trial_passes_each_attack_its_options():
     assert shared["vuln_apgd"] == plain["vuln_apgd"]  # APGD never takes the shared step
     assert shared["vuln_pgd"] == own["vuln_pgd"] != plain["vuln_pgd"]
     assert vulns("attack.options.apgd.step_size=1/255")["vuln_apgd"] != plain["vuln_apgd"]
+
+
+def test_a_retired_key_of_an_older_run_is_ignored_with_a_warning():
+    """Runs written before resources.max_retries resume: the old key is dropped, not fatal."""
+    with pytest.warns(UserWarning, match="resources.max_failures: replaced by resources.max_retr"):
+        cfg = load_config(None, ["resources.max_failures=0"])
+    assert cfg.resources.max_retries == 3

@@ -20,6 +20,7 @@ from rts.search.engine.batches import (
     tell,
     tell_batch,
 )
+from rts.search.engine.faults import failure_reason
 from rts.search.engine.halving import continuing, expected_epochs, rung_epochs
 from rts.search.engine.plan import asha_expected_epochs
 from rts.search.engine.records import (
@@ -33,7 +34,6 @@ from rts.search.engine.records import (
 )
 from rts.search.engine.searcher import MAX_REDRAWS
 from rts.search.engine.space import Space
-from rts.search.engine.stages import failure_reason
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

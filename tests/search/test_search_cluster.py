@@ -12,44 +12,27 @@ ray = pytest.importorskip("ray")
 
 
 @pytest.mark.slow
-def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, monkeypatch):
-    from ray.cluster_utils import Cluster
-
-    from rts.search.engine.stages import RAY_ENV_DEFAULTS
-
-    for key, value in RAY_ENV_DEFAULTS.items():
-        monkeypatch.setenv(key, value)
-    assert not ray.is_initialized()
-    cluster = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, two_node_cluster):
+    cluster, worker = two_node_cluster
+    node_ids = {cluster.head_node.node_id, worker.node_id}
+    cfg = load_config(
+        None,
+        [
+            "name=cluster",
+            "search.pool=sDk",
+            "search.max_aux=1",
+            "search.sampler=grid",
+            "search.encoders=[resnet18]",
+            "stage1.epochs=2",
+            "stage1.scheduler=fifo",
+            "stage2.top_k=1",
+            "stage2.epochs=1",
+        ],
     )
-    # The test cluster advertises itself in /tmp/ray/ray_current_cluster, where any plain
-    # ray.init() on this machine would join it; the search joins by explicit address instead.
-    ray._common.utils.reset_ray_address()
-    try:
-        worker = cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        node_ids = {cluster.head_node.node_id, worker.node_id}
-        cfg = load_config(
-            None,
-            [
-                "name=cluster",
-                "search.pool=sDk",
-                "search.max_aux=1",
-                "search.sampler=grid",
-                "search.encoders=[resnet18]",
-                "stage1.epochs=2",
-                "stage1.scheduler=fifo",
-                "stage2.top_k=1",
-                "stage2.epochs=1",
-            ],
-        )
-        out = run_search(
-            cfg, storage=tmp_path, address=cluster.address, trial_fn=FakeTrial(sleep_s=2.0)
-        )
-        assert not ray.is_initialized()  # the search disconnected from the cluster it joined
-    finally:
-        cluster.shutdown()
+    out = run_search(
+        cfg, storage=tmp_path, address=cluster.address, trial_fn=FakeTrial(sleep_s=2.0)
+    )
+    assert not ray.is_initialized()  # the search disconnected from the cluster it joined
     trials = out.trials
     assert (trials["status"] == "completed").all()
     s1 = trials[trials["stage"] == 1]

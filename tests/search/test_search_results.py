@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from rts.search.config.convert import load_config
+from rts.search.engine.faults import failure_reason
 from rts.search.engine.plan import asha_expected_epochs, plan_search
 from rts.search.engine.space import Space
-from rts.search.engine.stages import failure_reason
 from rts.search.results.collect import candidate_columns
 from rts.search.results.pareto import pareto_ranks
 from rts.search.results.select import rank_stage1, select_stage2

@@ -471,3 +471,25 @@ def test_synthetic_is_deterministic_in_its_seed():
     xa, xb, xc = (next(d.batches(4))[0] for d in (a, b, c))
     assert torch.equal(xa, xb) and not torch.equal(xa, xc)
     assert len(a.buildings) >= 2 or len(a) == 4
+
+
+def test_uncached_folder_batches_are_the_same_with_loader_workers(folder):
+    """``cache=False`` decodes every batch in DataLoader processes: the same batches, in the
+    same order and with the same flips, as decoding inline."""
+    root, _ = folder
+    spec = DataSpec(source=str(root), size=16, val_fraction=0, cache=False)
+    inline, _ = load_data(spec, "sdnA", workers=0)
+    loaded, _ = load_data(spec, "sdnA", workers=2)
+    assert inline.names == loaded.names
+    epochs = []
+    for data in (inline, loaded):
+        gen = torch.Generator().manual_seed(3)
+        epochs.append(list(data.batches(2, shuffle=True, generator=gen, flip=True)))
+    assert len(epochs[0]) == len(epochs[1]) == 3  # 5 views, batches of 2
+    for (xa, ya), (xb, yb) in zip(*epochs, strict=True):
+        assert torch.equal(xa, xb)
+        assert ya.keys() == yb.keys()
+        for k in ya:
+            torch.testing.assert_close(ya[k], yb[k], equal_nan=True, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="workers must be an integer >= 0"):
+        load_data(spec, "sdnA", workers=-1)
