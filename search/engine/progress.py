@@ -182,24 +182,36 @@ class ProgressCallback(tune.Callback):
 
     # -- output -----------------------------------------------------------------------------
 
-    def block(self, trials: list) -> list[str]:
-        """The terminal block: the status, then one line per running trial."""
-        running = [t for t in trials if self.state(t) == RUNNING]
-        lines = [f"{self.label}: {self.status(trials)}"]
-        lines += [f"  {self.trial_line(t, t.last_result or {})}" for t in running]
+    def block(self, trials: list, ended: tuple[Any, str] | None = None) -> list[str]:
+        """The terminal block: the status, then one line per running trial (``ended``: as in
+        :meth:`counts`)."""
+        running = [
+            t for t in trials if self.state(t) == RUNNING and (ended is None or t is not ended[0])
+        ]
+        lines = [f"{self.label}: {self.status(trials, ended)}"]
+        for t in running:
+            entry = t.config.get("candidate", t.config)
+            text = (
+                self.trial_line(t, t.last_result)
+                if t.last_result
+                else f"{self.trial_id(t)} {candidate_label(entry)} starting"
+            )
+            lines.append(f"  {text}")
         return lines
 
-    def _draw(self, trials: list, above: list[str] = ()) -> None:
+    def _draw(
+        self, trials: list, above: list[str] = (), ended: tuple[Any, str] | None = None
+    ) -> None:
         """Print ``above`` (kept on screen) and redraw the block below it."""
-        block = self.block(trials)
+        block = self.block(trials, ended)
         clear = UP_AND_CLEAR.format(n=self._drawn) if self._drawn else ""
         self.echo(clear + "\n".join([*above, *block]))
         self._drawn = len(block)
         self._last_draw = time.monotonic()
 
-    def _say(self, trials: list, line: str) -> None:
+    def _say(self, trials: list, line: str, ended: tuple[Any, str]) -> None:
         if self.tty:
-            self._draw(trials, [line])
+            self._draw(trials, [line], ended)
         else:
             self.echo(line)
 
@@ -234,7 +246,7 @@ class ProgressCallback(tune.Callback):
             f"{self.label} {sum(c[s] for s in (DONE, PRUNED, FAILED))}/{self.total}: "
             f"{self.trial_line(trial, r)} {what}"
         )
-        self._say(trials, line)
+        self._say(trials, line, (trial, state))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """One line saying the trial failed (the reason goes to the results table)."""
@@ -244,7 +256,7 @@ class ProgressCallback(tune.Callback):
             f"{self.label} {sum(c[s] for s in (DONE, PRUNED, FAILED))}/{self.total}: "
             f"{self.trial_id(trial)} {candidate_label(entry)} failed"
         )
-        self._say(trials, line)
+        self._say(trials, line, (trial, FAILED))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Replace the block by one closing status line."""

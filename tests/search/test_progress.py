@@ -100,13 +100,19 @@ def test_a_terminal_gets_a_redrawn_block_at_most_every_interval(monkeypatch):
     now[0] = 5.5
     cb.on_step_end(0, [a, b])
     assert out[-1].startswith("\x1b[3F\x1b[J")  # up over the 3 lines drawn, then cleared
-    a.status, a.last_result = "TERMINATED", {"epoch": 3, "vuln": 0.9}
+    a.last_result = {"epoch": 3, "vuln": 0.9}  # Ray calls before it sets TERMINATED
     cb.on_trial_complete(0, [a, b], a)  # kept above the block, drawn at once
     lines = out[-1].removeprefix("\x1b[3F\x1b[J").splitlines()
     assert lines[0] == "stage1 1/4: s1-0001 d+s epoch 3/3 vuln 0.9 completed"
     assert lines[1].startswith("stage1: 1 running, 1 done")
+    assert lines[2:] == ["  s1-0002 d+s epoch 1/3 vuln 1.1"]
+    a.status = "TERMINATED"
+    c = trial(3, "RUNNING")  # started, nothing reported yet
+    now[0] = 8.0
+    cb.on_step_end(0, [a, b, c])
+    assert out[-1].splitlines()[-1] == "  s1-0003 d+s starting"
     cb.on_experiment_end([a, b])
-    assert out[-1].startswith("\x1b[2F\x1b[Jstage1: ")
+    assert out[-1].startswith("\x1b[3F\x1b[Jstage1: ")
 
 
 def test_it_pickles_with_the_experiment():
