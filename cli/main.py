@@ -49,16 +49,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"rts {_version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in SUBCOMMANDS:
-        module.add_parser(sub)
+        p = module.add_parser(sub)
+        # -v after the subcommand too (``rts search -v c.yaml``); added to the -v before it.
+        p.add_argument(
+            "-v", "--verbose", dest="sub_verbose", action="count", default=0, help=VERBOSE_HELP
+        )
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``rts``; returns the process exit code."""
-    parser = build_parser()
+VERBOSE_HELP = "more log output (-vv: debug); with search, the trials' own output too"
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv``: overrides after options, ``-v`` counted before and after the subcommand."""
     args, extra = parser.parse_known_args(argv)
     # KEY=VALUE overrides may follow options too (``rts search c.yaml --dry-run a.b=1``):
     # argparse stops filling a positional list at the first option.
@@ -68,6 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = []
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.verbose += getattr(args, "sub_verbose", 0)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``rts``; returns the process exit code."""
+    parser = build_parser()
+    args = parse_args(parser, argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not getattr(args, "func", None):

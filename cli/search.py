@@ -6,11 +6,14 @@ Examples::
     rts search configs/quickstart.yaml search.n_trials=16 attack.eps=4/255 --dry-run
     rts search configs/my.yaml --address auto --storage /shared/rts
     rts search configs/my.yaml --address auto --storage s3://bucket/rts
+    rts search -v configs/quickstart.yaml --dashboard   # trials' logs, Ray's dashboard
 
 The config is validated completely before anything starts: a bad key or value is one line
 ``rts: error: search.encoders[1]: unknown encoder 'resnet19'; choose from ...`` and exit 2.
 Running the same command again resumes an interrupted search (with a URI storage, on any
-machine: the run is downloaded from the URI first).
+machine: the run is downloaded from the URI first). While a stage runs, a status block (on a
+terminal) or a line per epoch report (elsewhere) shows the trials' progress and an estimate of
+the time left.
 """
 
 from __future__ import annotations
@@ -60,6 +63,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="join a Ray cluster: 'auto' or 'ray://host:10001' (default: start Ray locally)",
     )
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray (default: all)")
+    p.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="start Ray's dashboard with the local Ray and print its URL (needs ray[default])",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -87,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     import optuna
 
-    if not getattr(args, "verbose", 0):
+    verbose = getattr(args, "verbose", 0)
+    if not verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         outcome = run_search(
@@ -96,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
             address=args.address,
             num_cpus=args.num_cpus,
             echo=_echo,
+            worker_logs=verbose > 0,
+            dashboard=args.dashboard,
         )
     except SearchInterrupted as exc:
         print(f"rts: interrupted: {exc}", file=sys.stderr)

@@ -171,7 +171,7 @@ def diff_configs(a: SearchConfig, b: SearchConfig) -> list[str]:
     flat_b = _flatten(to_dict(resolve(b)))
     out = []
     for key in sorted(set(flat_a) | set(flat_b)):
-        if key.split(".")[0] in RESULT_NEUTRAL_SECTIONS:
+        if any(key == s or key.startswith(s + ".") for s in RESULT_NEUTRAL_SECTIONS):
             continue
         if flat_a.get(key) != flat_b.get(key):
             out.append(f"{key}: {flat_a.get(key)!r} -> {flat_b.get(key)!r}")

@@ -150,6 +150,22 @@ class WeightingConfig:
 
 
 @dataclass(frozen=True)
+class StageResources:
+    """One stage's own resources (``stage1.resources``, ``stage2.resources``); a ``None`` field
+    takes the top-level ``resources:`` value.
+
+    Attributes:
+        cpus_per_trial: CPUs reserved per trial of this stage (also torch's thread count).
+        gpus_per_trial: GPUs per trial of this stage, fractional allowed.
+        max_concurrent: most trials of this stage at once.
+    """
+
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
 class Stage1Config:
     """Stage 1, the surrogate: cheap models trained a few epochs, pruned by ASHA.
 
@@ -178,6 +194,8 @@ class Stage1Config:
         output_init: ``default`` (the heads' own init) or ``standardise`` (every head starts at
             its training labels' mean and moves in units of their spread,
             :mod:`rts.models.output`; what makes the synthetic toy's depth heads trainable).
+        resources: this stage's trial resources, overriding ``resources:`` (cheap surrogates
+            can share a GPU that stage 2's full models each get alone).
     """
 
     encoder: str = "resnet18"
@@ -191,6 +209,7 @@ class Stage1Config:
     metric: Stage1Metric = "vuln"
     model: Literal["none", "additive", "pairwise"] = "none"
     output_init: str = "default"
+    resources: StageResources = field(default_factory=StageResources)
 
 
 @dataclass(frozen=True)
@@ -214,6 +233,7 @@ class Stage2Config:
             finalist and the baseline is trained ``seeds`` times; the tables keep one row per
             seed, the recommendation and its interval use the mean over seeds (paired over the
             same seeds and images). One seed's ranking can be training noise.
+        resources: as :attr:`Stage1Config.resources`.
     """
 
     top_k: int = 3
@@ -225,6 +245,7 @@ class Stage2Config:
     baseline: bool = True
     output_init: str = "default"
     seeds: int = 1
+    resources: StageResources = field(default_factory=StageResources)
 
 
 @dataclass(frozen=True)
@@ -345,6 +366,50 @@ class ResourcesConfig:
 
 
 @dataclass(frozen=True)
+class MlflowConfig:
+    """``tracking.mlflow``: one MLflow run per trial (Ray's ``MLflowLoggerCallback``).
+
+    Attributes:
+        tracking_uri: MLflow tracking URI (``file:///abs/mlruns``, ``http://host:5000``);
+            ``None`` = MLflow's default (``$MLFLOW_TRACKING_URI``, else ``./mlruns``).
+        experiment: MLflow experiment name; ``None`` = the run's ``name``.
+    """
+
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    """``tracking.wandb``: one W&B run per trial (Ray's ``WandbLoggerCallback``).
+
+    Attributes:
+        project: W&B project; ``None`` = the run's ``name``.
+        group: W&B group of the trials' runs; ``None`` = the stage (``stage1``, ``stage2``).
+    """
+
+    project: str | None = None
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Where trials' per-epoch metrics go besides the run's tables (the ``tracking:`` section).
+
+    Attributes:
+        tensorboard: write TensorBoard event files, one folder per trial, under
+            ``<run>/tensorboard/<stage>/<trial_id>`` (``tensorboard --logdir <run>/tensorboard``).
+        mlflow: a mapping (``{}`` for the defaults) turns MLflow tracking on; needs the
+            ``[mlflow]`` extra.
+        wandb: a mapping turns Weights & Biases tracking on; needs the ``[wandb]`` extra.
+    """
+
+    tensorboard: bool = True
+    mlflow: MlflowConfig | None = None
+    wandb: WandbConfig | None = None
+
+
+@dataclass(frozen=True)
 class SearchConfig:
     """A whole search: ``rts search CONFIG`` reads one of these.
 
@@ -360,6 +425,7 @@ class SearchConfig:
     stage2: Stage2Config = field(default_factory=Stage2Config)
     attack: AttackConfig = field(default_factory=AttackConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def trial_seed(self) -> int:
@@ -387,8 +453,15 @@ class SearchConfig:
         return self.search.max_aux
 
 
-RESULT_NEUTRAL_SECTIONS = ("resources",)
+RESULT_NEUTRAL_SECTIONS = ("resources", "tracking", "stage1.resources", "stage2.resources")
 """Sections that may change between a run and its resume: they do not change any result."""
+
+
+def stage_resources(cfg: SearchConfig, stage: int) -> ResourcesConfig:
+    """The resources of ``stage``'s trials: ``resources:`` with ``stage<n>.resources`` over it."""
+    own = (cfg.stage1 if stage == 1 else cfg.stage2).resources
+    overrides = {k: v for k, v in dataclasses.asdict(own).items() if v is not None}
+    return dataclasses.replace(cfg.resources, **overrides)
 
 
 def resolved_pool(space: SpaceConfig) -> str:

@@ -18,6 +18,8 @@ from rts.search.config.schema import (
     DataConfig,
     ResourcesConfig,
     SearchConfig,
+    TrackingConfig,
+    stage_resources,
 )
 from rts.tasks.registry import TASK_KEYS, canonical_tasks, get_task
 
@@ -35,6 +37,9 @@ def validate(cfg: SearchConfig, *, require_data: bool = True) -> None:
     _check_stages(cfg)
     _check_attack(cfg.attack)
     _check_resources(cfg.resources)
+    for stage in (1, 2):  # the top level passed: a failure here is the stage's own value
+        _check_resources(stage_resources(cfg, stage), f"stage{stage}.resources")
+    _check_tracking(cfg.tracking)
 
 
 def _fail(path: str, message: str) -> typing.NoReturn:
@@ -259,19 +264,26 @@ def _check_attack_options(a: AttackConfig) -> None:
         )
 
 
-def _check_resources(r: ResourcesConfig) -> None:
+def _check_resources(r: ResourcesConfig, where: str = "resources") -> None:
     if not r.cpus_per_trial > 0:
-        _fail("resources.cpus_per_trial", f"must be > 0, got {r.cpus_per_trial}")
+        _fail(f"{where}.cpus_per_trial", f"must be > 0, got {r.cpus_per_trial}")
     if r.gpus_per_trial < 0:
-        _fail("resources.gpus_per_trial", f"must be >= 0, got {r.gpus_per_trial}")
+        _fail(f"{where}.gpus_per_trial", f"must be >= 0, got {r.gpus_per_trial}")
     if r.gpus_per_trial > 1 and r.gpus_per_trial != int(r.gpus_per_trial):
-        _fail("resources.gpus_per_trial", f"above 1 must be whole, got {r.gpus_per_trial}")
+        _fail(f"{where}.gpus_per_trial", f"above 1 must be whole, got {r.gpus_per_trial}")
     if r.max_concurrent is not None and r.max_concurrent < 1:
-        _fail("resources.max_concurrent", f"must be >= 1, got {r.max_concurrent}")
+        _fail(f"{where}.max_concurrent", f"must be >= 1, got {r.max_concurrent}")
     if r.max_retries < -1:
-        _fail("resources.max_retries", f"must be >= -1 (-1 = retry forever), got {r.max_retries}")
+        _fail(f"{where}.max_retries", f"must be >= -1 (-1 = retry forever), got {r.max_retries}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", r.device):
-        _fail("resources.device", f"unknown device {r.device!r}; choose from auto, cpu, cuda[:i]")
+        _fail(f"{where}.device", f"unknown device {r.device!r}; choose from auto, cpu, cuda[:i]")
+
+
+def _check_tracking(t: TrackingConfig) -> None:
+    if t.mlflow is not None and t.mlflow.experiment == "":
+        _fail("tracking.mlflow.experiment", "must not be empty (null = the run's name)")
+    if t.wandb is not None and t.wandb.project == "":
+        _fail("tracking.wandb.project", "must not be empty (null = the run's name)")
 
 
 def encoder_names() -> list[str]:

@@ -41,6 +41,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
@@ -96,9 +97,14 @@ class Proposal:
 
 
 def run_batched_stage1(
-    cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo
+    cfg: SearchConfig,
+    paths: RunPaths,
+    trial_fn: TrialFn,
+    echo: Echo,
+    callbacks: Sequence[Any] = (),
 ) -> list[RecordedResult]:
-    """Run or resume the deterministic stage 1 (see the module docstring).
+    """Run or resume the deterministic stage 1 (see the module docstring); ``callbacks`` (Ray
+    Tune's) are added to every rung's experiment.
 
     Returns:
         One result per stage-1 trial, by trial number.
@@ -128,7 +134,7 @@ def run_batched_stage1(
         count = min(size, total - first + 1)
         proposal = propose(study, cfg, space, first, count, total, done)
         results = run_batch(
-            cfg, paths, trial_fn, batch, n_batches, proposal.members, rungs, done, echo
+            cfg, paths, trial_fn, batch, n_batches, proposal.members, rungs, done, echo, callbacks
         )
         outcomes = {r.number: outcome(r, cfg) for r in results}
         tell_batch(study, proposal, outcomes)
@@ -257,6 +263,7 @@ def run_batch(
     rungs: Sequence[int],
     done: Sequence[BatchRecord],
     echo: Echo,
+    callbacks: Sequence[Any] = (),
 ) -> list[RungResult]:
     """Train a batch rung by rung; the last rung result of every member, by number."""
     metric = cfg.stage1.metric
@@ -266,7 +273,18 @@ def run_batch(
     alive = list(members)
     for k, epoch in enumerate(rungs, start=1):
         results = _rung(
-            cfg, paths, trial_fn, batch, n_batches, k, epoch, alive, checkpoints, offsets, echo
+            cfg,
+            paths,
+            trial_fn,
+            batch,
+            n_batches,
+            k,
+            epoch,
+            alive,
+            checkpoints,
+            offsets,
+            echo,
+            callbacks,
         )
         for r in results:
             last[r.number] = r
@@ -305,6 +323,7 @@ def _rung(
     checkpoints: dict[int, str],
     offsets: dict[int, float],
     echo: Echo,
+    callbacks: Sequence[Any] = (),
 ) -> list[RungResult]:
     """One rung of a batch: read back from its record, or run (restore) it and record it."""
     record = rung_path(paths.batches, batch, k)
@@ -330,6 +349,7 @@ def _rung(
             title=title,
             label=f"stage1 b{batch} r{k}",
             stop={"epoch": epoch},
+            callbacks=callbacks,
         )
         try:
             results = rung_results(grid, alive, experiment=exp, rung=k, time_offset=offsets)

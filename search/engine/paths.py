@@ -52,6 +52,11 @@ class RunPaths:
         return self.root / "optuna.journal"
 
     @property
+    def tensorboard(self) -> Path:
+        """TensorBoard event files, ``tensorboard/stage<n>/<trial_id>/`` (``tracking``)."""
+        return self.root / "tensorboard"
+
+    @property
     def batches(self) -> Path:
         """Deterministic stage 1: one record per finished rung and batch (``stages/stage1/``)."""
         return self.root / "stages" / "stage1"

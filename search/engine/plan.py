@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 from rts.search.config.convert import resolve
-from rts.search.config.schema import SearchConfig
+from rts.search.config.schema import SAME_ENCODER, SearchConfig, stage_resources
 from rts.search.engine.halving import expected_epochs, rung_epochs
 from rts.search.engine.space import Space
 
@@ -54,6 +54,24 @@ def exhaustive_cost(space: Space, epochs: int) -> tuple[int, float]:
     per_encoder = space.size // len(space.encoders)
     units = sum(per_encoder * trial_units(epochs, e) for e in space.encoders)
     return space.size, units
+
+
+def encoder_costs(cfg: SearchConfig, stage: int) -> dict[str, float]:
+    """Relative epoch cost of each encoder a trial of ``stage`` may train."""
+    s1 = cfg.stage1.encoder
+    names = cfg.search.encoders if stage == 2 or s1 == SAME_ENCODER else (s1,)
+    return {e: encoder_cost(e) for e in names}
+
+
+def mean_cost(costs: dict[str, float]) -> float:
+    """The mean epoch cost of a trial drawing its encoder from ``costs`` uniformly."""
+    return sum(costs.values()) / len(costs)
+
+
+def stage1_epochs_per_trial(cfg: SearchConfig) -> float:
+    """Expected epochs of one stage-1 trial (ASHA's rungs; all epochs without pruning)."""
+    s1 = cfg.stage1
+    return asha_expected_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, s1.scheduler)
 
 
 def stage1_trial_count(cfg: SearchConfig) -> int:
@@ -119,14 +137,13 @@ def plan_search(cfg: SearchConfig) -> Plan:
     space = Space.from_config(cfg)
     n1 = stage1_trial_count(cfg)
     s1 = cfg.stage1
-    per_trial = asha_expected_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, s1.scheduler)
+    per_trial = stage1_epochs_per_trial(cfg)
     twins = cfg.stage2.top_k if cfg.stage2.uniform_twins and set(space.schemes) - {"uniform"} else 0
     n2 = min(cfg.stage2.top_k, space.size) + twins
     n2 += len(space.encoders) if cfg.stage2.baseline else 0
     configs, units = exhaustive_cost(space, cfg.stage2.epochs)
-    s1_encoders = space.encoders if s1.encoder == "same" else (s1.encoder,)
-    s1_cost = sum(encoder_cost(e) for e in s1_encoders) / len(s1_encoders)
-    s2_cost = sum(encoder_cost(e) for e in space.encoders) / len(space.encoders)
+    s1_cost = mean_cost(encoder_costs(cfg, 1))
+    s2_cost = mean_cost(encoder_costs(cfg, 2))
     return Plan(
         configurations=space.size,
         continuous=space.continuous,
@@ -187,8 +204,19 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         f"GPU estimate: {_hours(gpu_hours(cfg, plan))} H100-hours of training (bf16, "
         f"{GPU_IMAGES_PER_S:.0f} ResNet18 images/s at 256 px, scaled by pixels; attacks not "
         "counted)",
-        f"resources: {cfg.resources.cpus_per_trial:g} CPU and {cfg.resources.gpus_per_trial:g} "
-        f"GPU per trial; data: {cfg.data.source}, {cfg.data.n} images of "
+        f"resources: {_resources_text(cfg)}; data: {cfg.data.source}, {cfg.data.n} images of "
         f"{cfg.data.size} px",
     ]
     return "\n".join(lines)
+
+
+def _resources_text(cfg: SearchConfig) -> str:
+    """``1 CPU and 0 GPU per trial``, per stage when the stages differ."""
+    texts = []
+    for stage in (1, 2):
+        r = stage_resources(cfg, stage)
+        cap = f", at most {r.max_concurrent} at once" if r.max_concurrent else ""
+        texts.append(f"{r.cpus_per_trial:g} CPU and {r.gpus_per_trial:g} GPU per trial{cap}")
+    if texts[0] == texts[1]:
+        return texts[0]
+    return f"stage 1 {texts[0]}; stage 2 {texts[1]}"

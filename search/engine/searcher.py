@@ -1,5 +1,5 @@
-"""Objects Ray Tune pickles with an experiment: the searcher, the grid sampler, the progress
-callback.
+"""Objects Ray Tune pickles with an experiment: the searcher and the grid sampler (the progress
+callback is in :mod:`rts.search.engine.progress`).
 
 They live in their own module (importing optuna and ray at module level) so that they pickle by
 reference and a restored experiment finds them again.
@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
-from ray import tune
 from ray.tune.search.optuna import OptunaSearch
 
 from rts.search.engine.faults import FAILURE_KEY
+from rts.search.engine.progress import ProgressCallback as _ProgressCallback
 
 log = logging.getLogger(__name__)
 
@@ -150,35 +150,6 @@ class StagedOptunaSearch(OptunaSearch):
                 self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
 
 
-class ProgressCallback(tune.Callback):
-    """Prints one line per finished trial: ``stage1 3/8: d+sk completed, vuln 0.81``."""
-
-    def __init__(self, stage: str, total: int, echo: Callable[[str], None]) -> None:
-        self.stage = stage
-        self.total = total
-        self.echo = echo
-
-    def _line(self, trials: list, trial: Any, what: str) -> str:
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + (
-            trial.status not in ("TERMINATED", "ERROR")
-        )
-        entry = trial.config.get("candidate", trial.config)
-        aux = entry.get("aux")
-        label = f"{entry.get('main', '?')}+{aux}" if aux else f"{entry.get('main', '?')} alone"
-        return f"{self.stage} {done}/{self.total}: {label} {what}"
-
-    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """One line with the trial's epoch and vulnerability."""
-        r = trial.last_result or {}
-        if r.get(FAILURE_KEY):
-            self.echo(self._line(trials, trial, "failed"))
-            return
-        vuln = r.get("vuln")
-        what = f"finished at epoch {r.get('epoch', '?')}"
-        if isinstance(vuln, int | float):
-            what += f", vuln {vuln:.4g}"
-        self.echo(self._line(trials, trial, what))
-
-    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        """One line saying the trial failed (the reason goes to the results table)."""
-        self.echo(self._line(trials, trial, "failed"))
+ProgressCallback = _ProgressCallback
+"""Moved to :mod:`rts.search.engine.progress`; the name stays so that experiments pickled by an
+earlier version (``tuner.pkl``) still unpickle on resume (their callbacks are then replaced)."""

@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rts.search.config.schema import ConfigError, SearchConfig
+from rts.search.config.schema import ConfigError, SearchConfig, stage_resources
 from rts.search.engine.paths import RunPaths
 from rts.search.engine.plan import stage1_trial_count
 from rts.search.engine.space import Space
@@ -35,6 +35,25 @@ def trial_counter(path: str | Path) -> int:
 def stage_trial_id(stage: int, number: int) -> str:
     """The results' id of the ``number``-th trial (1-based, creation order) of ``stage``."""
     return f"s{stage}-{number:04d}"
+
+
+def trial_number(trial: Any, first: int = 1) -> int | None:
+    """A Ray trial's number in its stage, as the results will give it (1-based): its batch
+    member number (deterministic stage 1), else its creation order in the experiment.
+
+    Args:
+        trial: a live Ray Tune trial.
+        first: the counter Ray gives an experiment's first trial: 1 under a searcher (stage 1),
+            0 under a grid search (stage 2, :func:`run_fixed`).
+
+    Returns:
+        The number, or ``None`` if Ray has not numbered the trial.
+    """
+    member = trial.config.get("candidate", trial.config).get("member")
+    if member:
+        return int(member)
+    counter = str(trial.experiment_tag).split("_")[0]
+    return int(counter) - first + 1 if counter.isdigit() else None
 
 
 def trial_dirname(trial: Any) -> str:
@@ -60,13 +79,58 @@ def trial_config(result: Any) -> dict[str, Any]:
         return {}
 
 
+LOCAL_RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+"""Environment for a Ray we start ourselves only: no token auth (and no warning about it) on a
+local cluster. Joining a cluster (``--address``) leaves auth to the cluster's settings."""
+
 RAY_ENV_DEFAULTS = {
-    "RAY_AUTH_MODE": "disabled",
+    **LOCAL_RAY_ENV,
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
 }
-"""Environment set (if unset) before Ray starts: no token-auth warning on a local cluster, no
-warning about snapshotting the experiment after every epoch's checkpoint (resume needs it)."""
+"""Environment set (if unset) before a local Ray starts: :data:`LOCAL_RAY_ENV`, no warning
+about snapshotting the experiment after every epoch's checkpoint (resume needs it), and Tune's
+classic output path (the search prints its own progress)."""
+
+
+def ray_env(address: str | None) -> dict[str, str]:
+    """The environment defaults for Ray: :data:`RAY_ENV_DEFAULTS`, without
+    :data:`LOCAL_RAY_ENV` when joining a cluster at ``address``."""
+    return {k: v for k, v in RAY_ENV_DEFAULTS.items() if not (address and k in LOCAL_RAY_ENV)}
+
+
+def ray_init_kwargs(
+    address: str | None,
+    num_cpus: int | None,
+    *,
+    worker_logs: bool = False,
+    dashboard: bool = False,
+) -> dict[str, Any]:
+    """The arguments of ``ray.init`` for the search.
+
+    Args:
+        address: a cluster to join, or ``None`` for a new local Ray ("local": start one even
+            if another cluster on this machine advertises itself in
+            /tmp/ray/ray_current_cluster, which ``ray.init()`` would silently join).
+        num_cpus: CPUs of a local Ray (``None``: all).
+        worker_logs: show the trials' stdout/stderr and logs on the driver (``rts -v``).
+        dashboard: start Ray's dashboard with a local Ray (a cluster has its own).
+    """
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": worker_logs}
+    if address:
+        return {"address": address, **kwargs}
+    return {"address": "local", "num_cpus": num_cpus, "include_dashboard": dashboard, **kwargs}
+
+
+def check_dashboard() -> None:
+    """Raise :class:`ConfigError` when Ray's dashboard packages (``ray[default]``) are missing."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401  (what Ray itself checks)
+    except ImportError:
+        raise ConfigError(
+            "--dashboard: Ray's dashboard packages are not installed; "
+            'pip install "robust-task-search[dashboard]" (or "ray[default]")'
+        ) from None
 
 
 Echo = Callable[[str], None]
@@ -88,23 +152,35 @@ def check_ray_args(address: str | None, num_cpus: int | None) -> None:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
-    """Start (or join) Ray for the search and shut it down after; reuse one already running."""
+def ray_session(
+    address: str | None,
+    num_cpus: int | None,
+    *,
+    worker_logs: bool = False,
+    dashboard: bool = False,
+    echo: Echo | None = None,
+) -> Iterator[None]:
+    """Start (or join) Ray for the search and shut it down after; reuse one already running.
+
+    ``worker_logs`` and ``dashboard`` are :func:`ray_init_kwargs`'s; the dashboard's URL (of a
+    local Ray with ``dashboard``, or of a joined cluster that has one) goes to ``echo``.
+    """
     import ray
 
     if ray.is_initialized():
         yield
         return
-    for key, value in RAY_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     check_ray_args(address, num_cpus)
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        # "local": start a new instance even if another cluster on this machine advertises
-        # itself in /tmp/ray/ray_current_cluster (ray.init() would silently join it).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    if dashboard and not address:
+        check_dashboard()
+    for key, value in ray_env(address).items():
+        os.environ.setdefault(key, value)
+    context = ray.init(
+        **ray_init_kwargs(address, num_cpus, worker_logs=worker_logs, dashboard=dashboard)
+    )
+    url = getattr(context, "dashboard_url", None)
+    if echo is not None and url and (dashboard or address):
+        echo(f"Ray dashboard: {url if '://' in url else 'http://' + url}")
     try:
         yield
     finally:
@@ -112,11 +188,14 @@ def ray_session(address: str | None, num_cpus: int | None) -> Iterator[None]:
 
 
 def _run_config(
-    name: str,
     cfg: SearchConfig,
+    paths: RunPaths,
+    stage: int,
+    name: str,
     storage_path: str,
     total: int,
     echo: Echo,
+    callbacks: Sequence[Any],
     *,
     label: str | None = None,
     stop: dict[str, Any] | None = None,
@@ -132,10 +211,66 @@ def _run_config(
         # Two, not one: a driver killed between Ray deleting a trial's older checkpoint and saving
         # the experiment state that points to the newer one must still find a checkpoint.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=[_progress_callback(label or name, total, echo)],
+        callbacks=stage_callbacks(
+            cfg, paths, stage, total, echo, callbacks, label=label or name, stop=stop
+        ),
         stop=stop,
         verbose=0,
     )
+
+
+def stage_callbacks(
+    cfg: SearchConfig,
+    paths: RunPaths,
+    stage: int,
+    total: int,
+    echo: Echo,
+    callbacks: Sequence[Any] = (),
+    *,
+    label: str,
+    stop: dict[str, Any] | None = None,
+) -> list[Any]:
+    """The callbacks of one experiment: progress, the trackers of ``cfg.tracking``, then the
+    caller's ``callbacks``."""
+    from rts.search.engine.plan import encoder_costs, mean_cost, stage1_epochs_per_trial
+    from rts.search.engine.progress import ProgressCallback
+    from rts.search.engine.tracking import tracking_callbacks
+
+    final = int(stop["epoch"]) if stop else cfg.stage1.epochs if stage == 1 else cfg.stage2.epochs
+    per_trial = stage1_epochs_per_trial(cfg) if stage == 1 and not stop else final
+    costs = encoder_costs(cfg, stage)
+    first = 1 if stage == 1 and not stop else 0  # stage 2 and rungs are grid searches
+    progress = ProgressCallback(
+        label,
+        stage,
+        total,
+        echo,
+        final_epoch=final,
+        metric=cfg.stage1.metric if stage == 1 else "vuln",
+        planned_units=total * per_trial * mean_cost(costs),
+        costs=costs,
+        first=first,
+    )
+    trackers = tracking_callbacks(cfg.tracking, cfg.name, paths.tensorboard, stage, first)
+    return [progress, *trackers, *callbacks]
+
+
+def _restore(exp: str, trainable: Any, run_config: Any, **kwargs: Any) -> Any:
+    """``Tuner.restore`` with this run's callbacks instead of the pickled ones.
+
+    Ray restores the ``RunConfig`` pickled at the first start, callbacks included; a resume must
+    print to this driver and honour this run's ``tracking`` and the caller's callbacks. Ray has
+    no public setter (ray-project/ray#41364): the local tuner's run config is replaced in place.
+    """
+    from ray import tune
+
+    tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True, **kwargs)
+    local = getattr(tuner, "_local_tuner", None)
+    if local is not None:
+        local.get_run_config().callbacks = run_config.callbacks
+    else:  # Ray Client: the tuner runs on the cluster with its pickled callbacks
+        log.info("resuming %s through Ray Client with the callbacks of its first start", exp)
+    return tuner
 
 
 def _restorable(exp: str) -> bool:
@@ -144,13 +279,20 @@ def _restorable(exp: str) -> bool:
     return tune.Tuner.can_restore(exp)
 
 
-def run_stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -> Any:
+def run_stage1(
+    cfg: SearchConfig,
+    paths: RunPaths,
+    trial_fn: TrialFn,
+    echo: Echo,
+    callbacks: Sequence[Any] = (),
+) -> Any:
     """Run or resume stage 1 on Ray; returns its results once every trial finished.
 
     Asynchronous mode: Ray Tune's ``OptunaSearch`` and ASHA, one experiment; returns Ray's
     ``ResultGrid``. Deterministic mode (``search.deterministic``): batches of proposals and rung
     barriers (:func:`rts.search.engine.batches.run_batched_stage1`); returns one
     :class:`~rts.search.engine.batches.RecordedResult` per trial, which reads like Ray's.
+    ``callbacks`` (Ray Tune callbacks) are added to every experiment of the stage.
 
     Raises:
         SearchInterrupted: the stage stopped early (Ctrl-C, a lost driver); call again to resume.
@@ -158,14 +300,16 @@ def run_stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo
     if cfg.search.deterministic:
         from rts.search.engine.batches import run_batched_stage1
 
-        return run_batched_stage1(cfg, paths, trial_fn, echo)
+        return run_batched_stage1(cfg, paths, trial_fn, echo, callbacks)
     from rts.search.engine.storage import journal_at
 
     with journal_at(paths.journal):  # a restored searcher's study goes to this run's journal
-        return _stage1(cfg, paths, trial_fn, echo)
+        return _stage1(cfg, paths, trial_fn, echo, callbacks)
 
 
-def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -> Any:
+def _stage1(
+    cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo, callbacks: Sequence[Any]
+) -> Any:
     """Stage 1 on Ray: restore the interrupted experiment, or start it."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -176,9 +320,10 @@ def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -
     exp = paths.experiment(1)
     total = stage1_trial_count(cfg)
     trainable = make_trainable(trial_fn, cfg, 1)
+    run_config = _run_config(cfg, paths, 1, "stage1", paths.ray, total, echo, callbacks)
     if _restorable(exp):
         echo(f"stage 1: resuming {exp}")
-        tuner = tune.Tuner.restore(exp, trainable=trainable, resume_unfinished=True)
+        tuner = _restore(exp, trainable, run_config)
     else:
         _fresh_start(exp, paths.journal)
         space = Space.from_config(cfg)
@@ -212,11 +357,11 @@ def _stage1(cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo) -
                 search_alg=searcher,
                 scheduler=scheduler,
                 num_samples=total,
-                max_concurrent_trials=cfg.resources.max_concurrent,
+                max_concurrent_trials=stage_resources(cfg, 1).max_concurrent,
                 reuse_actors=True,
                 trial_dirname_creator=trial_dirname,
             ),
-            run_config=_run_config("stage1", cfg, paths.ray, total, echo),
+            run_config=run_config,
         )
     results = tuner.fit()
     _check_complete(results, total, 1, paths)
@@ -229,6 +374,7 @@ def run_stage2(
     trial_fn: TrialFn,
     entries: list[dict[str, Any]],
     echo: Echo,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """Run or resume stage 2 over ``entries`` (candidate configs); returns Ray's ``ResultGrid``.
 
@@ -250,6 +396,7 @@ def run_stage2(
         echo,
         title="stage 2",
         announce=echo_start,
+        callbacks=callbacks,
     )
 
 
@@ -267,12 +414,14 @@ def run_fixed(
     announce: str = "",
     label: str | None = None,
     stop: dict[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> Any:
     """Run (or restore) one Ray Tune experiment over fixed trial configs; its ``ResultGrid``.
 
     Stage 2 is one such experiment; so is every rung of a deterministic stage-1 batch (with
     ``stop={"epoch": rung}``). ``title`` names it in messages, ``announce`` is echoed at a fresh
-    start, ``label`` prefixes the per-trial progress lines (default: ``name``).
+    start, ``label`` prefixes the per-trial progress lines (default: ``name``); ``callbacks``
+    are added to the experiment's.
 
     Raises:
         SearchInterrupted: the experiment stopped early; call again to resume.
@@ -284,13 +433,14 @@ def run_fixed(
     exp = f"{storage_path}/{name}"
     trainable = make_trainable(trial_fn, cfg, stage)
     space = {"candidate": tune.grid_search(entries)}
+    run_config = _run_config(
+        cfg, paths, stage, name, storage_path, len(entries), echo, callbacks, label=label, stop=stop
+    )
     if _restorable(exp):
         echo(f"{title}: resuming {exp}")
         # The space again: a driver killed after Ray wrote tuner.pkl but before its first
         # experiment state restores without it (one trial with an empty config, which fails).
-        tuner = tune.Tuner.restore(
-            exp, trainable=trainable, resume_unfinished=True, param_space=space
-        )
+        tuner = _restore(exp, trainable, run_config, param_space=space)
     else:
         _fresh_start(exp, None)
         if announce:
@@ -300,13 +450,11 @@ def run_fixed(
             param_space=space,
             tune_config=tune.TuneConfig(
                 num_samples=1,
-                max_concurrent_trials=cfg.resources.max_concurrent,
+                max_concurrent_trials=stage_resources(cfg, stage).max_concurrent,
                 reuse_actors=True,
                 trial_dirname_creator=trial_dirname,
             ),
-            run_config=_run_config(
-                name, cfg, storage_path, len(entries), echo, label=label, stop=stop
-            ),
+            run_config=run_config,
         )
     results = tuner.fit()
     _check_complete(results, len(entries), stage, paths)
@@ -361,9 +509,3 @@ def drop_resume_checkpoints(exp: str) -> None:
     for pattern in ("*/checkpoint_*", "*/*/checkpoint_*"):
         for folder in Path(exp).glob(pattern):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _progress_callback(stage: str, total: int, echo: Echo) -> Any:
-    from rts.search.engine.searcher import ProgressCallback
-
-    return ProgressCallback(stage, total, echo)

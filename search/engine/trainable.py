@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rts.search.config.schema import SearchConfig
+from rts.search.config.schema import SearchConfig, stage_resources
 from rts.search.engine.faults import failed_result, failure_reason, is_infrastructure_fault
 from rts.search.engine.space import decode
 from rts.search.engine.trial import (
@@ -52,12 +52,12 @@ CHECKED_METRICS = ("train_loss", "clean_error", "vuln")
 
 
 def make_trainable(trial_fn: TrialFn, cfg: SearchConfig, stage: int) -> Any:
-    """The Ray function trainable of ``stage``, with the trial's resources attached."""
+    """The Ray function trainable of ``stage``, with the stage's trial resources attached."""
     from ray import tune
 
     fn = tune.with_parameters(ray_trial, trial_fn=trial_fn, cfg=cfg, stage=stage)
-    resources = {"cpu": cfg.resources.cpus_per_trial, "gpu": cfg.resources.gpus_per_trial}
-    return tune.with_resources(fn, resources)
+    r = stage_resources(cfg, stage)
+    return tune.with_resources(fn, {"cpu": r.cpus_per_trial, "gpu": r.gpus_per_trial})
 
 
 def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, stage: int) -> None:

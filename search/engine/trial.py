@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from rts.search.config.schema import AttackConfig, ConfigError, DataConfig, SearchConfig
+from rts.search.config.schema import (
+    AttackConfig,
+    ConfigError,
+    DataConfig,
+    SearchConfig,
+    stage_resources,
+)
 from rts.search.engine.space import Candidate
 from rts.tasks.registry import canonical_tasks
 
@@ -144,7 +150,7 @@ def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec
         attack_steps=steps,
         seed=cfg.trial_seed,
         device=cfg.resources.device,
-        threads=max(1, int(cfg.resources.cpus_per_trial)),
+        threads=max(1, int(stage_resources(cfg, stage).cpus_per_trial)),
         data_tasks=canonical_tasks(candidate.main + cfg.pool),
         output_init=st.output_init,
     )

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from rts.search.engine.plan import mode_name
 from rts.search.engine.space import Space
 from rts.search.engine.stages import (
     Echo,
+    check_dashboard,
     check_ray_args,
     drop_resume_checkpoints,
     ray_session,
@@ -65,6 +66,9 @@ def run_search(
     num_cpus: int | None = None,
     trial_fn: TrialFn | None = None,
     echo: Echo | None = None,
+    callbacks: Sequence[Any] = (),
+    worker_logs: bool = False,
+    dashboard: bool = False,
 ) -> SearchOutcome:
     """Run (or resume) the two-stage search of ``cfg``; returns the tables and the summary.
 
@@ -77,15 +81,29 @@ def run_search(
         num_cpus: CPUs of a local Ray (default: all of the machine's).
         trial_fn: the trial function; default ``search.trial_fn`` if set, else
             :func:`rts.search.engine.trial.run_trial` (the built-in training and attacks).
-        echo: prints progress lines (one per finished trial and stage); ``None`` is silent.
+        echo: prints progress (:mod:`rts.search.engine.progress`: a redrawn status block on a
+            terminal, else a line per epoch report; a line per finished trial); ``None`` is
+            silent.
+        callbacks: Ray Tune callbacks (``ray.tune.Callback``, e.g. a logger of your own) added
+            to every experiment of both stages, after the trackers of ``cfg.tracking``. Ray
+            pickles them with the experiment, so they must pickle (define them at module level).
+        worker_logs: show the trials' own output and logs (Ray's ``log_to_driver``).
+        dashboard: start Ray's dashboard with the local Ray and echo its URL (needs
+            ``ray[default]``).
 
     Raises:
-        ConfigError: bad config, or the run folder holds a different search.
+        ConfigError: bad config, the run folder holds a different search, or a tracker or the
+            dashboard needs a package that is not installed.
         SearchInterrupted: a stage was interrupted; call again to resume.
     """
     cfg = resolve(cfg)
     validate(cfg)
     check_ray_args(address, num_cpus)
+    from rts.search.engine.tracking import check_trackers  # imports ray: not for a dry run
+
+    check_trackers(cfg.tracking)
+    if dashboard and not address:
+        check_dashboard()
     paths = run_dir(cfg, storage)
     say = echo or (lambda _line: None)
     if paths.remote:
@@ -102,8 +120,11 @@ def run_search(
     with _mirrored(paths):
         sync_up(paths)
         finished = all(_read_stage(paths, stage) is not None for stage in (1, 2))
-        with contextlib.nullcontext() if finished else ray_session(address, num_cpus):
-            s1 = _stage1_tables(cfg, paths, trial_fn, say)
+        session = ray_session(
+            address, num_cpus, worker_logs=worker_logs, dashboard=dashboard, echo=say
+        )
+        with contextlib.nullcontext() if finished else session:
+            s1 = _stage1_tables(cfg, paths, trial_fn, say, callbacks)
             sync_up(paths)
             entries = select_stage2(
                 s1.trials,
@@ -116,7 +137,7 @@ def run_search(
                 model=cfg.stage1.model,
             )
             configs = with_seeds([e.to_config() for e in entries], cfg.stage2.seeds, cfg.trial_seed)
-            s2 = _stage2_tables(cfg, paths, trial_fn, configs, say)
+            s2 = _stage2_tables(cfg, paths, trial_fn, configs, say, callbacks)
             sync_up(paths)
         outcome = _write_results(cfg, paths, space, s1, s2)
     return outcome
@@ -206,10 +227,16 @@ device), although a run may resume with them changed."""
 
 def _warn_numerics(previous: SearchConfig, cfg: SearchConfig) -> None:
     """Warn when a deterministic run resumes with resources that change the trials' numerics."""
+    sections = [("resources", previous.resources, cfg.resources)]
+    sections += [
+        (f"stage{n}.resources", getattr(previous, f"stage{n}").resources, st.resources)
+        for n, st in ((1, cfg.stage1), (2, cfg.stage2))
+    ]
     changed = [
-        f"resources.{k}: {getattr(previous.resources, k)!r} -> {getattr(cfg.resources, k)!r}"
+        f"{where}.{k}: {getattr(old, k)!r} -> {getattr(new, k)!r}"
+        for where, old, new in sections
         for k in NUMERIC_RESOURCES
-        if getattr(previous.resources, k) != getattr(cfg.resources, k)
+        if hasattr(new, k) and getattr(old, k) != getattr(new, k)
     ]
     if changed:
         warnings.warn(
@@ -221,13 +248,13 @@ def _warn_numerics(previous: SearchConfig, cfg: SearchConfig) -> None:
 
 
 def _stage1_tables(
-    cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo
+    cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo, callbacks: Sequence[Any]
 ) -> StageTables:
     """Stage 1's tables: read back when it finished before, else run (or resume) it."""
     done = _finished(paths, 1, echo)
     if done is not None:
         return done
-    results = run_stage1(cfg, paths, trial_fn, echo)
+    results = run_stage1(cfg, paths, trial_fn, echo, callbacks)
     encoder = None if cfg.stage1.encoder == SAME_ENCODER else cfg.stage1.encoder
     tables = collect_stage(
         results, 1, epochs=cfg.stage1.epochs, trained_encoder=encoder, seed=cfg.trial_seed
@@ -242,12 +269,13 @@ def _stage2_tables(
     trial_fn: TrialFn,
     entries: list[dict[str, Any]],
     echo: Echo,
+    callbacks: Sequence[Any],
 ) -> StageTables:
     """Stage 2's tables: read back when it finished before, else run (or resume) it."""
     done = _finished(paths, 2, echo)
     if done is not None:
         return done
-    results = run_stage2(cfg, paths, trial_fn, entries, echo)
+    results = run_stage2(cfg, paths, trial_fn, entries, echo, callbacks)
     tables = collect_stage(
         results, 2, epochs=cfg.stage2.epochs, trained_encoder=None, seed=cfg.trial_seed
     )
