@@ -39,7 +39,15 @@ from rts.search.engine.trial import TrialFn
 from rts.search.results.collect import collect_stage
 from rts.search.results.select import add_surrogate_columns, select_stage2
 from rts.search.results.summary import Summary, format_summary, summarize
-from rts.search.results.tables import STAGE_TABLES, StageTables, read_parquet, write_parquet
+from rts.search.results.tables import (
+    ATTACK_KEY,
+    IMAGE_KEY,
+    STAGE_TABLES,
+    StageTables,
+    keep_added_rows,
+    read_parquet,
+    write_parquet,
+)
 from rts.tasks.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -165,11 +173,13 @@ def _write_results(
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)
-    write_parquet(s2.attacks, paths.attacks)
-    write_parquet(s2.images, paths.images)
+    budget = (cfg.attack.norm, cfg.attack.eps, cfg.attack.steps)
+    attacks = keep_added_rows(s2.attacks, paths.attacks, ATTACK_KEY, budget)
+    write_parquet(keep_added_rows(s2.images, paths.images, IMAGE_KEY, budget), paths.images)
+    write_parquet(attacks, paths.attacks)
     atomic_write_text(paths.summary_json, summary.to_json())
     atomic_write_text(paths.summary_md, format_summary(summary, paths.location) + "\n")
-    return SearchOutcome(paths, trials, history, s2.attacks, summary)
+    return SearchOutcome(paths, trials, history, attacks, summary)
 
 
 def prepare_run_dir(cfg: SearchConfig, paths: RunPaths) -> None:
