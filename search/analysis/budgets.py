@@ -66,6 +66,7 @@ def _search_points(run: RunData, trials: pd.DataFrame) -> list[dict[str, Any]]:
     budget = search_budget(run.config)
     a = _attack_config(run)
     ensemble = a.get("ensemble") or []
+    ensemble = ensemble.split(",") if isinstance(ensemble, str) else list(ensemble)
     mean = len(ensemble) > 1 and a.get("aggregate") != "worst"  # no interval, not comparable
     if budget is None or "vuln" not in trials or mean:
         return []

@@ -37,6 +37,7 @@ from rts.search.results.tables import (
     append_missing,
     at_budget,
     read_parquet,
+    with_budget,
     write_parquet,
 )
 
@@ -122,8 +123,7 @@ def plan_sweep(
     root: Path, cfg: SearchConfig, settings: SweepSettings, trial_ids: Sequence[str] | None = None
 ) -> list[SweepJob]:
     """What a sweep would attack: per stage-2 model, the budgets missing from its table."""
-    paths = RunPaths(root)
-    have = read_parquet(paths.attacks) if paths.attacks.is_file() else pd.DataFrame()
+    have = read_table(RunPaths(root).attacks, cfg)
     jobs = []
     for row in stage2_models(root, trial_ids).itertuples():
         params = json.loads(str(row.params))
@@ -152,7 +152,7 @@ def _attack_names(attacks: Sequence[str]) -> set[str]:
 
 
 def _main_rows(have: pd.DataFrame, trial_id: str, spec: TrialSpec) -> pd.DataFrame:
-    if have.empty or not set(BUDGET_COLUMNS) <= set(have.columns):
+    if have.empty:
         return pd.DataFrame(columns=list(ATTACK_KEY))
     mine = (have["trial_id"] == trial_id) & (have["task"] == spec.main)
     return have[mine & (have["attacked"] == spec.attacked)]
@@ -215,14 +215,23 @@ def sweep_tables(
     return table, main[[*IMAGE_COLUMNS, *BUDGET_COLUMNS]]
 
 
-def append_rows(paths: RunPaths, attacks: pd.DataFrame, images: pd.DataFrame) -> int:
+def read_table(path: Path, cfg: SearchConfig) -> pd.DataFrame:
+    """A run's ``attacks`` or ``images`` table, its rows without a budget given the search's
+    (tables written before they had one); empty when the run has none."""
+    if not path.is_file():
+        return pd.DataFrame()
+    return with_budget(read_parquet(path), cfg.attack.norm, cfg.attack.eps, cfg.attack.steps)
+
+
+def append_rows(
+    paths: RunPaths, cfg: SearchConfig, attacks: pd.DataFrame, images: pd.DataFrame
+) -> int:
     """Append the rows each table lacks (atomically; images first, as ``attacks.parquet`` says
     what is done); the number of attack rows added."""
     if paths.images.is_file():
-        merged, _ = append_missing(read_parquet(paths.images), images, IMAGE_KEY)
+        merged, _ = append_missing(read_table(paths.images, cfg), images, IMAGE_KEY)
         write_parquet(merged, paths.images)
-    old = read_parquet(paths.attacks) if paths.attacks.is_file() else attacks.iloc[0:0]
-    merged, added = append_missing(old, attacks, ATTACK_KEY)
+    merged, added = append_missing(read_table(paths.attacks, cfg), attacks, ATTACK_KEY)
     if added:
         write_parquet(merged, paths.attacks)
     return added
@@ -283,5 +292,5 @@ def run_sweep(
                 f"{format_interval(r.vuln, r.vuln_low, r.vuln_high)} ({headline}), "
                 f"skill {r.skill:.2f}"
             )
-        added += append_rows(paths, pd.concat(attacks), pd.concat(images))
+        added += append_rows(paths, cfg, pd.concat(attacks), pd.concat(images))
     return added

@@ -109,6 +109,17 @@ def test_a_sweep_at_the_search_budget_reproduces_the_search(run):
     assert again_images["adv_error"].tolist() == pytest.approx(images["adv_error"].tolist())
 
 
+def test_a_run_whose_images_have_no_budget_columns_is_swept(run):
+    """Runs written before the budget columns: their rows are the search's budget."""
+    _, images = tables(run)
+    images.drop(columns=["norm", "eps", "steps"]).to_parquet(run / "images.parquet", index=False)
+    assert sweep(run, "--eps", "4/255,8/255", "--trials", "s2-0002") == 0
+    _, after = tables(run)
+    assert len(after) == len(images) + 3 * 4  # (fgsm, pgd, worst) × 4 images of one model
+    assert after[["norm", "eps", "steps"]].notna().all().all()
+    assert len(budget_rows(after, 8 / 255)) == len(images)
+
+
 def test_report_draws_vulnerability_against_eps_once_swept(run, tmp_path):
     assert main(["report", str(run), "--out", str(tmp_path / "before")]) == 0
     assert not (tmp_path / "before" / "figures" / "budgets.png").exists()
