@@ -14,7 +14,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from rts.attacks.options import ITERATIVE_OPTIONS, OptionParser
-from rts.attacks.projection import NORMS
+from rts.attacks.projection import COMPAT_NORMS, NORMS
 from rts.tasks.parsing import parse_fraction
 
 DEFAULT_ATTACKS: tuple[str, ...] = ("pgd", "apgd", "wgd")
@@ -158,6 +158,54 @@ def parse_eps(value: str | float) -> float:
     if not math.isfinite(eps) or not 0 < eps <= 1:
         raise ValueError(f"eps must be in (0, 1], got eps={value}")
     return eps
+
+
+Budget = tuple[str, float]
+"""An attack budget: ``(norm, eps)``."""
+
+
+def format_eps(norm: str, eps: float) -> str:
+    """A budget as people write it: ``8/255`` under L-inf (pixel levels), ``0.5`` under L2."""
+    return f"{eps * 255:.3g}/255" if norm == "linf" else f"{eps:g}"
+
+
+def parse_norms(text: str) -> tuple[str, ...]:
+    """``"linf,l2"`` → ``("linf", "l2")``: each a known norm, none twice."""
+    allowed = NORMS + COMPAT_NORMS
+    out = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not out:
+        raise ValueError(f"no norm in --norm {text!r}; choose from {', '.join(allowed)}")
+    for n in out:
+        if n not in allowed:
+            raise ValueError(f"unknown norm {n!r}; choose from {', '.join(allowed)}")
+    if len(set(out)) != len(out):
+        raise ValueError(f"a norm appears twice in --norm {text!r}")
+    return out
+
+
+def parse_budgets(eps: str, norms: str) -> tuple[Budget, ...]:
+    """The budgets of ``--eps`` and ``--norm``: every plain eps under every norm of ``norms``,
+    and a ``norm:eps`` item under its own norm only.
+
+    ``parse_budgets("4/255,8/255", "linf,l2")`` gives four budgets;
+    ``parse_budgets("linf:8/255,l2:0.5", "linf")`` two. A budget given twice is an error.
+    """
+    names = parse_norms(norms)
+    out: list[Budget] = []
+    for item in (i.strip() for i in eps.split(",")):
+        if not item:
+            continue
+        norm, sep, value = item.rpartition(":")
+        if sep:
+            out.append((parse_norms(norm)[0], parse_eps(value)))
+        else:
+            out.extend((n, parse_eps(value)) for n in names)
+    if not out:
+        raise ValueError(f"no eps in --eps {eps!r}; give a number or a fraction like 8/255")
+    seen = [(n, round(e, 12)) for n, e in out]
+    if len(set(seen)) != len(seen):
+        raise ValueError(f"a budget appears twice in --eps {eps!r} --norm {norms!r}")
+    return tuple(out)
 
 
 def run_attack(

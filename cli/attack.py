@@ -7,12 +7,17 @@ skill. The full table is written atomically to ``attack.parquet`` in the run fol
 ``--out``), the resolved settings to ``attack.json`` beside it. ``--chain d,dD,dDn`` attacks the
 growing sets of Definition 3 on the same images and also writes ``chain.parquet`` (the paper's
 Figure 1, with bootstrap intervals: :mod:`attacks.chain`).
+
+Given the folder of an ``rts search`` run, it sweeps budgets without retraining
+(:mod:`rts.cli.attack_sweep`): ``--eps 4/255,8/255 --norm linf,l2`` attacks every stage-2 model
+and appends the missing rows to the run's tables.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,15 @@ OUTPUT = "attack.parquet"
 SETTINGS = "attack.json"
 CHAIN = "chain.parquet"
 """= :data:`rts.attacks.chain.CHAIN_FILE` (not imported here: ``rts --help`` stays fast)."""
+CHECKPOINT_DEFAULTS = {
+    "attack": "pgd,apgd,wgd",
+    "eps": "8/255",
+    "norm": "linf",
+    "steps": 25,
+    "batch_size": 16,
+    "seed": 0,
+}
+"""Defaults for one checkpoint; a run folder's sweep takes the run's own (``attack_sweep``)."""
 SHOWN = (
     "attack",
     "attacked",
@@ -48,16 +62,48 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "checkpoint",
-        help="checkpoint file or run folder (with last.pt); a URI (s3://...) is downloaded first",
+        help=(
+            "checkpoint file, run folder (with last.pt), or the folder of an `rts search` run "
+            "(sweeps its stage-2 models); a URI (s3://...) is downloaded first"
+        ),
     )
     p.add_argument(
         "--attack",
-        default="pgd,apgd,wgd",
-        help="comma-separated attacks: fgsm, pgd, mim, apgd, wgd (default pgd,apgd,wgd)",
+        default=None,
+        help=(
+            "comma-separated attacks: fgsm, pgd, mim, apgd, wgd (default pgd,apgd,wgd; "
+            "a search run: its ensemble)"
+        ),
     )
-    p.add_argument("--eps", default="8/255", help="budget in [0,1] pixel units (default 8/255)")
-    p.add_argument("--steps", type=int, default=25, help="steps of each attack (default 25)")
-    p.add_argument("--norm", default="linf", help="linf, l2 or the compat l2-batch (default linf)")
+    p.add_argument(
+        "--eps",
+        default=None,
+        help=(
+            "budget in [0,1] pixel units (default 8/255); a search run takes a list, "
+            "4/255,8/255, each under every --norm, or norm:eps items (linf:8/255,l2:0.5)"
+        ),
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="steps of each attack (default 25; a run: its)"
+    )
+    p.add_argument(
+        "--norm",
+        default=None,
+        help=(
+            "linf, l2 or the compat l2-batch (default linf); a search run takes a list, "
+            "linf,l2 (default: its norm)"
+        ),
+    )
+    p.add_argument(
+        "--trials",
+        default=None,
+        help="a search run: the stage-2 trials to sweep, e.g. s2-0001,s2-0003 (default all)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="a search run: print what the sweep would attack and what is there, attack nothing",
+    )
     p.add_argument(
         "--step-size",
         default=None,
@@ -99,7 +145,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--gamma", default=None, help="WGD's exponent γ, any sign (= --option wgd.gamma=G)"
     )
-    p.add_argument("--batch-size", type=int, default=16, help="images per attack call (16)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="images per attack call (16; a search run: its stage-2 batch size)",
+    )
     p.add_argument("--n", type=int, default=None, help="attack only the first N images")
     p.add_argument(
         "--split", choices=("val", "train"), default="val", help="data split (default val)"
@@ -110,7 +161,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="data source ('synthetic' or a Taskonomy folder); default: the checkpoint's",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:i] (default auto)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the random starts (default 0; a search run: its trial seed)",
+    )
     p.add_argument("--out", type=Path, default=None, help="output folder (default: run folder)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -144,33 +200,43 @@ def _weights(text: str | None) -> dict[str, float] | None:
         raise ValueError(f"--weights: {exc}") from None
 
 
-def check_args(args: argparse.Namespace) -> dict[str, Any]:
-    """Validate the cheap arguments before loading anything; the parsed values."""
+def option(args: argparse.Namespace, name: str, defaults: Mapping[str, Any]) -> Any:
+    """``args.<name>``, or its default in ``defaults`` when not given."""
+    value = getattr(args, name)
+    return defaults[name] if value is None else value
+
+
+def check_args(
+    args: argparse.Namespace, defaults: Mapping[str, Any] = CHECKPOINT_DEFAULTS
+) -> dict[str, Any]:
+    """Validate the cheap arguments before loading anything; the parsed values.
+
+    ``defaults`` fill what was not given (:data:`CHECKPOINT_DEFAULTS`, or a run's own).
+    """
     from rts.attacks.options import positive
-    from rts.attacks.projection import COMPAT_NORMS, NORMS
     from rts.attacks.registry import (
         fixed_step_attacks,
         get_attack,
         parse_attacks,
-        parse_eps,
+        parse_budgets,
         parse_option_items,
     )
 
-    attacks = parse_attacks(args.attack)
-    eps = parse_eps(args.eps)
-    if args.norm not in NORMS + COMPAT_NORMS:
-        raise ValueError(
-            f"unknown norm {args.norm!r}; choose from {', '.join(NORMS + COMPAT_NORMS)}"
-        )
+    attacks = parse_attacks(option(args, "attack", defaults))
+    if option(args, "eps", defaults) is None:
+        raise ValueError("a sweep of a search run needs --eps, e.g. --eps 4/255,8/255,16/255")
+    budgets = parse_budgets(option(args, "eps", defaults), option(args, "norm", defaults))
     for name in attacks:
-        if args.norm not in get_attack(name).norms:
-            raise ValueError(
-                f"attack {name!r} does not support norm {args.norm!r}; it supports "
-                f"{', '.join(get_attack(name).norms)}"
-            )
-    for flag, value in (("--steps", args.steps), ("--batch-size", args.batch_size)):
+        for norm in dict.fromkeys(n for n, _ in budgets):
+            if norm not in get_attack(name).norms:
+                raise ValueError(
+                    f"attack {name!r} does not support norm {norm!r}; it supports "
+                    f"{', '.join(get_attack(name).norms)}"
+                )
+    for flag in ("steps", "batch_size"):
+        value = option(args, flag, defaults)
         if value < 1:
-            raise ValueError(f"{flag} must be >= 1, got {value}")
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     if args.n is not None and args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
     step_size = None
@@ -196,20 +262,50 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--chain and --tasks both name the attacked sets; give one")
     return {
         "attacks": attacks,
-        "eps": eps,
+        "budgets": budgets,
         "step_size": step_size,
         "weights": _weights(args.weights),
         "options": options,
     }
 
 
+SWEEP_ONLY = ("trials", "dry_run")
+"""Options that only a search run's sweep takes."""
+
+
+def check_single(args: argparse.Namespace, parsed: Mapping[str, Any], path: Path) -> None:
+    """One checkpoint takes one budget and none of the sweep's options."""
+    given = [f"--{o.replace('_', '-')}" for o in SWEEP_ONLY if getattr(args, o)]
+    if len(parsed["budgets"]) > 1 or given:
+        what = given[0] if given else "a list of --eps / --norm"
+        raise ValueError(
+            f"{what} sweeps the folder of an `rts search` run (with trials.parquet); "
+            f"{path} is a checkpoint: give one --eps and one --norm"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
-    """Attack, print the table (and the chain), write ``attack.parquet`` and ``attack.json``."""
+    """Attack, print the table (and the chain), write ``attack.parquet`` and ``attack.json``;
+    sweep a search run's models (:mod:`rts.cli.attack_sweep`)."""
     parsed = check_args(args)
     from rts.search.engine.storage import fetch
+    from rts.search.results.sweep import is_search_run
 
-    ckpt = resolve_checkpoint(fetch(args.checkpoint))  # a URI is downloaded first
+    path = fetch(args.checkpoint)  # a URI is downloaded first
+    if is_search_run(path):
+        from rts.cli.attack_sweep import sweep
 
+        return sweep(args, path)
+    check_single(args, parsed, path)
+    return attack_checkpoint(args, parsed, resolve_checkpoint(path))
+
+
+def attack_checkpoint(args: argparse.Namespace, parsed: Mapping[str, Any], ckpt: Path) -> int:
+    """Attack one checkpoint with one budget (:func:`check_args`'s ``parsed`` values)."""
+    ((norm, eps),) = parsed["budgets"]
+    steps, seed, batch_size = (
+        option(args, name, CHECKPOINT_DEFAULTS) for name in ("steps", "seed", "batch_size")
+    )
     import dataclasses
 
     from tqdm.auto import tqdm
@@ -252,33 +348,33 @@ def run(args: argparse.Namespace) -> int:
             data,
             parsed["attacks"],
             ["".join(k) for k in sets],
-            eps=parsed["eps"],
-            steps=args.steps,
-            norm=args.norm,
+            eps=eps,
+            steps=steps,
+            norm=norm,
             step_size=parsed["step_size"],
             weights=parsed["weights"],
             eval_tasks=args.eval_tasks,
-            batch_size=args.batch_size,
-            seed=args.seed,
+            batch_size=batch_size,
+            seed=seed,
             attack_options=parsed["options"],
             progress=bar.update,
         )
     table = robustness_table(per_image)
-    skills = model_skill(per_image, train_set, data, batch_size=args.batch_size)
+    skills = model_skill(per_image, train_set, data, batch_size=batch_size)
     out_dir = args.out if args.out is not None else ckpt.parent
     with atomic_path(out_dir / OUTPUT) as tmp:
         table.to_parquet(tmp, index=False)
     chain = None
     if args.chain is not None:
-        chain = chain_table(per_image, sets, seed=args.seed)
+        chain = chain_table(per_image, sets, seed=seed)
         with atomic_path(out_dir / CHAIN) as tmp:
             chain.to_parquet(tmp, index=False)
     settings = {
         "checkpoint": str(ckpt),
         "attacks": list(parsed["attacks"]),
-        "eps": parsed["eps"],
-        "steps": args.steps,
-        "norm": args.norm,
+        "eps": eps,
+        "steps": steps,
+        "norm": norm,
         "step_size": parsed["step_size"],
         "step_rules": {a: get_attack(a).step_rule for a in parsed["attacks"]},
         "tasks": ["".join(k) for k in sets],
@@ -289,14 +385,15 @@ def run(args: argparse.Namespace) -> int:
         "split": args.split,
         "n": total,
         "data": dataclasses.asdict(spec),
-        "seed": args.seed,
+        "seed": seed,
         "device": str(device),
         "skill": skills,
     }
     atomic_write_text(out_dir / SETTINGS, json.dumps(settings, indent=2) + "\n")
     print(
-        f"{ckpt}: {total} {args.split} images, eps={args.eps} ({parsed['eps']:.5f}), "
-        f"{args.norm}, {args.steps} steps"
+        f"{ckpt}: {total} {args.split} images, "
+        f"eps={option(args, 'eps', CHECKPOINT_DEFAULTS)} ({eps:.5f}), "
+        f"{norm}, {steps} steps"
     )
     print(format_skill(skills))
     print(table[list(SHOWN)].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

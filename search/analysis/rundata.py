@@ -22,6 +22,9 @@ Canonical schema
     over the ensemble, …); ``attacked`` str (canonical set of attacked tasks: the main task alone
     = single-task attack, all tasks = multi-task attack); ``task`` str (evaluated task);
     ``rel_vuln`` float (relative task vulnerability v_i).
+``sweeps``: attack rows at budgets other than the search's own (``rts attack RUN --eps ...``)
+    the columns of ``attacks.parquet`` (``norm``, ``eps``, ``steps``, ``skill``, ``vuln``,
+    ``vuln_low``, ``vuln_high`` among them); empty for a run never swept.
 ``history``: one row per (trial, epoch)
     ``trial_id``; ``epoch`` int (0 = before training); ``time_s`` (cumulative seconds);
     ``clean_error``, ``vuln`` (main-task relative vulnerability to the stage-1 attack),
@@ -49,6 +52,8 @@ import numpy as np
 import pandas as pd
 
 from rts.search.analysis.surrogates import TrialRecord
+from rts.search.results.tables import BUDGET_COLUMNS, at_budget
+from rts.tasks.parsing import parse_fraction
 from rts.tasks.registry import canonical_tasks
 from rts.tasks.weights import format_weights, weights_key
 
@@ -95,6 +100,7 @@ class RunData:
         config: the run's resolved config (as loaded from ``config.yaml``), ``{}`` if none.
         path: the run folder, when loaded from disk.
         notes: what the loader could not find (shown in the report).
+        sweeps: attack rows at other budgets than the search's (:func:`split_budgets`).
     """
 
     trials: pd.DataFrame
@@ -103,6 +109,7 @@ class RunData:
     config: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
     notes: tuple[str, ...] = ()
+    sweeps: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def record(self, trial_id: str) -> TrialRecord:
         """All records of one trial, for surrogates."""
@@ -154,6 +161,7 @@ def make_run_data(
     config: Mapping[str, Any] | None = None,
     path: str | Path | None = None,
     notes: Iterable[str] = (),
+    sweeps: pd.DataFrame | None = None,
 ) -> RunData:
     """Validate and normalise hand-made or loaded frames into a :class:`RunData`.
 
@@ -235,6 +243,7 @@ def make_run_data(
         dict(config or {}),
         Path(path) if path is not None else None,
         tuple(notes),
+        pd.DataFrame() if sweeps is None else sweeps.reset_index(drop=True),
     )
 
 
@@ -400,7 +409,7 @@ def load_run(path: str | Path) -> RunData:
     else:
         notes.append("config.yaml not found")
     trials = pd.read_parquet(trials_path)
-    history = attacks = None
+    history = attacks = sweeps = None
     if (root / "history.parquet").is_file():
         history = pd.read_parquet(root / "history.parquet")
     else:
@@ -412,8 +421,31 @@ def load_run(path: str | Path) -> RunData:
         )
         if "attack" in attacks.columns:
             attacks = attacks.dropna(subset=["attack"])
+        attacks, sweeps = split_budgets(attacks, config)
     if history is not None and (
         "grad_bound" not in history.columns or history["grad_bound"].isna().all()
     ):
         notes.append("the search recorded no grad_bound: the first-order bound is unavailable")
-    return make_run_data(trials, attacks, history, config=config, path=root, notes=notes)
+    return make_run_data(
+        trials, attacks, history, config=config, path=root, notes=notes, sweeps=sweeps
+    )
+
+
+def search_budget(config: Mapping[str, Any]) -> tuple[str, float, int] | None:
+    """The run's own ``(norm, eps, steps)`` from its config; ``None`` when it does not say."""
+    a = config.get("attack") if isinstance(config, Mapping) else None
+    if not isinstance(a, Mapping) or not {"norm", "eps", "steps"} <= set(a):
+        return None
+    return str(a["norm"]), parse_fraction(a["eps"]), int(a["steps"])
+
+
+def split_budgets(
+    attacks: pd.DataFrame, config: Mapping[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``attacks.parquet`` as the search's own rows (what the paper tables read) and the rows a
+    sweep added at other budgets; rows without a budget are the search's."""
+    budget = search_budget(config)
+    if budget is None or not set(BUDGET_COLUMNS) <= set(attacks.columns):
+        return attacks, attacks.iloc[0:0]
+    own = at_budget(attacks, *budget) | attacks["eps"].isna()
+    return attacks[own], attacks[~own]

@@ -161,10 +161,12 @@ def plan_search(cfg: SearchConfig) -> Plan:
 
 def format_plan(cfg: SearchConfig, plan: Plan) -> str:
     """The dry-run text: space size, the stages, the estimated trial count and cost."""
+    from rts.attacks.registry import format_eps
+
     cfg = resolve(cfg)
     space = Space.from_config(cfg)
     s1, s2, a = cfg.stage1, cfg.stage2, cfg.attack
-    eps = f"{a.eps * 255:.3g}/255" if a.norm == "linf" else f"{a.eps:g}"
+    eps = format_eps(a.norm, a.eps)
     size = f"{plan.configurations} configurations" + (
         " (plus continuous searched weights)" if plan.continuous else ""
     )

@@ -96,6 +96,11 @@ class TrialSpec:
         """The main task."""
         return self.candidate.main
 
+    @property
+    def attacked(self) -> str:
+        """The attacked tasks: the main task alone (``attack.target: main``) or all of them."""
+        return self.main if self.attack.target == "main" else self.tasks
+
 
 class Reporter(Protocol):
     """``report(metrics, write_checkpoint=None)``: one epoch's metrics and optional state."""
@@ -163,7 +168,7 @@ _DATA_CACHE: dict[tuple, tuple[Any, Any]] = {}
 _TRIVIAL_CACHE: dict[tuple, dict[str, float]] = {}
 
 
-def _datasets(spec: TrialSpec) -> tuple[Any, Any]:
+def trial_datasets(spec: TrialSpec) -> tuple[Any, Any]:
     """Train and validation sets with the labels of ``spec.data_tasks``, loaded once per
     process (a reused Ray actor runs many trials of the same search)."""
     from rts.tasks.data import load_data
@@ -186,6 +191,12 @@ def data_spec(data: DataConfig) -> Any:
     fields = dataclasses.asdict(data)
     fields.pop("workers")
     return DataSpec(**fields)
+
+
+def attack_probe(spec: TrialSpec, val_set: Any) -> Any:
+    """The images every trial is attacked on: the first ``attack.images`` of ``val_set``."""
+    n = len(val_set) if spec.attack.images is None else min(len(val_set), spec.attack.images)
+    return val_set.subset(list(range(n)))
 
 
 def _trivial_errors(spec: TrialSpec, train_set: Any, val_set: Any) -> dict[str, float]:
@@ -257,10 +268,9 @@ def run_trial(spec: TrialSpec, session: TrialSession) -> None:
 
     torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
-    train_set, val_set = _datasets(spec)
+    train_set, val_set = trial_datasets(spec)
     trivial = _trivial_errors(spec, train_set, val_set)
-    n_probe = len(val_set) if spec.attack.images is None else min(len(val_set), spec.attack.images)
-    probe = val_set.subset(list(range(n_probe)))
+    probe = attack_probe(spec, val_set)
     width = spec.decoder_width or DEFAULT_DECODER_WIDTH
     model = build_model(spec.encoder, spec.tasks, decoder_width=width, seed=spec.seed)
     apply_output_init(model, train_set, spec.output_init, seed=spec.seed)
@@ -365,7 +375,7 @@ def attack_metrics(model: Any, probe: Any, spec: TrialSpec) -> dict[str, Any]:
     from rts.attacks.statistics import get_statistic, interval
 
     a = spec.attack
-    attacked = spec.main if a.target == "main" else spec.tasks
+    attacked = spec.attacked
     table = evaluate_robustness(
         model,
         probe,

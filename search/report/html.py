@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from rts.attacks.registry import format_eps
+from rts.search.analysis.budgets import budget_display, budget_points, headline_attack
 from rts.search.analysis.correlate import analyze, surrogate_values
 from rts.search.analysis.effects import effects_display, task_effects
 from rts.search.analysis.paper import (
@@ -56,6 +58,7 @@ class FigureItem:
         caption: what it shows and how to read it.
         png: the image.
         tables: ``(caption, table)`` pairs with the figure's numbers (shown under it).
+        numbers: what the tables' rows and columns are (the HTML's fold title).
     """
 
     id: str
@@ -63,6 +66,7 @@ class FigureItem:
     caption: str
     png: bytes
     tables: tuple[tuple[str, pd.DataFrame], ...] = ()
+    numbers: str = "The numbers (rows: main task, columns: auxiliary task)"
 
 
 def attack_title(name: str) -> str:
@@ -142,6 +146,9 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
         plots.chain_figure(chains),
     )
     add_definition3(run, add, plots)
+    points = budget_points(run)
+    if len(points.drop_duplicates(["norm", "eps"])) > 1:  # RQ1's budgets: only once swept
+        items.append(budget_item(points, plots))
 
     combos = combinations(run)
     add(
@@ -175,6 +182,25 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
         ),
     )
     return items
+
+
+def budget_item(points: pd.DataFrame, plots: Any) -> FigureItem:
+    """RQ1's figure: each stage-2 model's vulnerability against the budget, per norm."""
+    budgets = ", ".join(
+        f"{n} {format_eps(n, e)}" for n, e in points[["norm", "eps"]].drop_duplicates().values
+    )
+    return FigureItem(
+        "budgets",
+        "Vulnerability against the attack budget (RQ1)",
+        "Each stage-2 model's main-task vulnerability (the run's statistic, under "
+        f"{attack_title(headline_attack(points['attack']))}) at every budget measured: {budgets}. "
+        "Bars: 95 % bootstrap intervals over the attacked images; models whose bars overlap are "
+        "not distinguishable at that budget. The search's own budget comes from its ranking, the "
+        "others from rts attack RUN --eps ... --norm ... (no retraining).",
+        plots.figure_png(plots.budget_figure(points)),
+        (("main-task vulnerability [95 % interval] per budget", budget_display(points)),),
+        "The numbers (rows: model, columns: budget; skill = main-task skill)",
+    )
 
 
 def add_definition3(run: RunData, add: Any, plots: Any) -> None:
@@ -535,9 +561,7 @@ def render_html(
             f"<figcaption>{html.escape(fig.caption)}</figcaption>"
         )
         if fig.tables:
-            parts.append(
-                "<details><summary>The numbers (rows: main task, columns: auxiliary task)</summary>"
-            )
+            parts.append(f"<details><summary>{html.escape(fig.numbers)}</summary>")
             for caption, t in fig.tables:
                 parts.append(f"<p>{html.escape(caption)}</p>")
                 parts.append(html_table(t.map(fmt), index=True))

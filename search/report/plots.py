@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
+from rts.search.analysis.budgets import headline_attack, norm_order
 from rts.search.analysis.paper import trim_panels
 from rts.search.analysis.rundata import FINISHED
 from rts.search.report.text import fmt
@@ -203,8 +204,7 @@ def chain_figure(chains: Sequence[tuple[str, pd.DataFrame]], *, title: str = "")
 
 def definition3_attack(table: pd.DataFrame) -> str:
     """The attack a Definition-3 figure draws: ``worst`` when present, else the first one."""
-    attacks = list(dict.fromkeys(table["attack"]))
-    return "worst" if "worst" in attacks else attacks[0]
+    return headline_attack(table["attack"])
 
 
 def definition3_figure(chains: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
@@ -262,6 +262,33 @@ def definition3_figure(chains: Sequence[tuple[str, pd.DataFrame]]) -> Figure:
     ax_bar.set_xlabel("added task, in chain order")
     ax_bar.set_ylabel("marginal vulnerability (Definition 3)")
     ax_bar.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def budget_figure(points: pd.DataFrame) -> Figure:
+    """RQ1's budget figure: each model's main-task vulnerability against eps, one panel per
+    norm, with its 95 % bootstrap interval as bars (:func:`search.analysis.budgets.budget_points`).
+    """
+    if len(points) == 0:
+        return _empty(new_figure(6, 2), "no budget measured (rts attack RUN --eps ...)")
+    norms = sorted(set(points["norm"]), key=norm_order)
+    fig = new_figure(4.6 * len(norms) + 1.6, 3.8)
+    axes = np.atleast_1d(fig.subplots(1, len(norms), squeeze=False)[0])
+    for ax, norm in zip(axes, norms, strict=True):
+        scale = 255.0 if norm == "linf" else 1.0
+        for idx, (model, g) in enumerate(points[points["norm"] == norm].groupby("model")):
+            g = g.sort_values("eps")
+            low = (g["vuln"] - g["vuln_low"]).fillna(0).clip(lower=0)
+            high = (g["vuln_high"] - g["vuln"]).fillna(0).clip(lower=0)
+            ax.errorbar(
+                g["eps"] * scale, g["vuln"], yerr=np.stack([low, high]), marker="os^Dv"[idx % 5],
+                capsize=3, label=model,
+            )  # fmt: skip
+        ax.set_xlabel("eps (/255)" if norm == "linf" else "eps (L2, [0,1] pixels)")
+        ax.set_ylabel("main-task vulnerability")
+        ax.set_title("L-inf" if norm == "linf" else norm.upper())
+        ax.grid(alpha=0.3)
+    axes[-1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return fig
 
 

@@ -41,7 +41,15 @@ from rts.search.results.candidates import candidate_table
 from rts.search.results.collect import collect_stage
 from rts.search.results.select import add_surrogate_columns, select_stage2, with_seeds
 from rts.search.results.summary import Summary, format_summary, summarize
-from rts.search.results.tables import STAGE_TABLES, StageTables, read_parquet, write_parquet
+from rts.search.results.tables import (
+    ATTACK_KEY,
+    IMAGE_KEY,
+    STAGE_TABLES,
+    StageTables,
+    keep_added_rows,
+    read_parquet,
+    write_parquet,
+)
 from rts.tasks.io import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -188,8 +196,10 @@ def _write_results(
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)
-    write_parquet(s2.attacks, paths.attacks)
-    write_parquet(s2.images, paths.images)
+    budget = (cfg.attack.norm, cfg.attack.eps, cfg.attack.steps)
+    attacks = keep_added_rows(s2.attacks, paths.attacks, ATTACK_KEY, budget)
+    write_parquet(keep_added_rows(s2.images, paths.images, IMAGE_KEY, budget), paths.images)
+    write_parquet(attacks, paths.attacks)
     done = s2.trials[s2.trials["status"] == "completed"] if len(s2.trials) else s2.trials
     cands = candidate_table(
         done[done["vuln"].notna()] if len(done) else done,
@@ -202,7 +212,7 @@ def _write_results(
     write_parquet(cands, paths.candidates)
     atomic_write_text(paths.summary_json, summary.to_json())
     atomic_write_text(paths.summary_md, format_summary(summary, paths.location) + "\n")
-    return SearchOutcome(paths, trials, history, s2.attacks, summary)
+    return SearchOutcome(paths, trials, history, attacks, summary)
 
 
 def prepare_run_dir(cfg: SearchConfig, paths: RunPaths) -> None:

@@ -271,7 +271,7 @@ def _tasks_label(main: str, aux: str) -> str:
     return f"{main} + {{{', '.join(aux)}}}" if aux else f"{main} alone"
 
 
-def _ci(value: float, low: float, high: float) -> str:
+def format_interval(value: float, low: float, high: float) -> str:
     """``0.45 [0.31, 0.62]``, or the value alone when it has no interval."""
     if math.isnan(low) or math.isnan(high):
         return f"{value:.4g}"
@@ -334,7 +334,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error "
             f"| {s.main} skill |",
             "| --- | --- | --- | --- |",
-            f"| recommended: {label} | {_ci(s.vuln, s.vuln_low, s.vuln_high)} "
+            f"| recommended: {label} | {format_interval(s.vuln, s.vuln_low, s.vuln_high)} "
             f"| {s.clean_error:.4g} | {s.skill:.3g} |",
         ]
         if not math.isnan(s.baseline_vuln):
@@ -343,8 +343,9 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
                 if s.significant is False
                 else f"{_pct(s.vuln, s.baseline_vuln)} for the recommendation"
             )
+            base = format_interval(s.baseline_vuln, s.baseline_low, s.baseline_high)
             lines.append(
-                f"| single-task baseline | {_ci(s.baseline_vuln, s.baseline_low, s.baseline_high)}"
+                f"| single-task baseline | {base}"
                 f" ({change}) | {s.baseline_clean_error:.4g} | {s.baseline_skill:.3g} |"
             )
         elif s.recommended_aux:

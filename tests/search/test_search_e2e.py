@@ -22,6 +22,7 @@ from rts.search.engine.stages import journal_storage
 from rts.search.results.pareto import pareto_ranks
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import MARGINAL, FakeTrial, fake_vulnerability
+from tests.search.tiny import TINY_REAL_SEARCH
 
 ray = pytest.importorskip("ray")
 
@@ -49,26 +50,6 @@ PROMISED_COLUMNS = {
     "surrogate_clean_error",
     "checkpoint",
 }
-
-
-REAL_TINY = [
-    "data.size=32",
-    "data.n=24",
-    "search.pool=s",
-    "search.sampler=grid",
-    "search.encoders=[resnet18]",
-    "stage1.epochs=1",
-    "stage1.decoder_width=8",
-    "stage1.batch_size=8",
-    "stage2.top_k=1",
-    "stage2.epochs=1",
-    "stage2.decoder_width=8",
-    "stage2.batch_size=8",
-    "attack.images=4",
-    "attack.cheap_steps=1",
-    "attack.steps=1",
-]
-"""The smallest real search: one auxiliary, one epoch per stage, 4 attacked images."""
 
 
 def events(log_path) -> list[dict]:
@@ -334,7 +315,7 @@ def test_real_trial_end_to_end(local_ray, tmp_path):
     """The real trainable: models.train, the cheap attack every epoch, the ensemble at the end."""
     from rts.models import load_checkpoint
 
-    cfg = load_config(None, ["name=real", *REAL_TINY])
+    cfg = load_config(None, ["name=real", *TINY_REAL_SEARCH])
     out = run_search(cfg, storage=tmp_path)
     trials = out.trials
     assert (trials["status"] == "completed").all(), trials["failure"].tolist()

@@ -12,7 +12,7 @@ from rts.search.config.convert import load_config
 from rts.search.results.candidates import per_candidate, pooled_images
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
-from tests.search.test_search_e2e import REAL_TINY
+from tests.search.tiny import TINY_REAL_SEARCH
 
 ray = pytest.importorskip("ray")
 
@@ -107,7 +107,7 @@ def test_one_seed_keeps_the_trial_table_and_names_no_seed(local_ray, tmp_path):
 def test_stage2_seeds_on_real_tiny_trials(local_ray, tmp_path):
     """Real training: another seed is another initialisation and data order, so its numbers
     differ; the candidate table averages them."""
-    overrides = ["name=real-seeds", *REAL_TINY, "stage2.seeds=2", "attack.ensemble=[pgd]"]
+    overrides = ["name=real-seeds", *TINY_REAL_SEARCH, "stage2.seeds=2", "attack.ensemble=[pgd]"]
     cfg = load_config(None, overrides)
     out = run_search(cfg, storage=tmp_path)
     s2 = out.trials[out.trials["stage"] == 2]

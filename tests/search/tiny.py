@@ -1,0 +1,22 @@
+"""The smallest real search the tests run: two candidates (d, d+s), one epoch per stage."""
+
+from __future__ import annotations
+
+TINY_REAL_SEARCH: tuple[str, ...] = (
+    "data.size=32",
+    "data.n=24",
+    "search.pool=s",
+    "search.sampler=grid",
+    "search.encoders=[resnet18]",
+    "stage1.epochs=1",
+    "stage1.decoder_width=8",
+    "stage1.batch_size=8",
+    "stage2.top_k=1",
+    "stage2.epochs=1",
+    "stage2.decoder_width=8",
+    "stage2.batch_size=8",
+    "attack.images=4",
+    "attack.cheap_steps=1",
+    "attack.steps=1",
+)
+"""``key=value`` overrides (add a ``name=``): real training and attacks, 4 attacked images."""
