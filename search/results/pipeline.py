@@ -29,6 +29,7 @@ from rts.search.engine.plan import mode_name
 from rts.search.engine.space import Space
 from rts.search.engine.stages import (
     Echo,
+    answered_repeats,
     check_ray_args,
     drop_resume_checkpoints,
     ray_session,
@@ -162,6 +163,7 @@ def _write_results(
         seed=cfg.trial_seed,
         mode=mode_name(cfg.search.deterministic),
         batch=cfg.search.batch if cfg.search.deterministic else 0,
+        repeats=answered_repeats(paths.journal),
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)

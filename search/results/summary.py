@@ -65,6 +65,8 @@ class Summary:
         mode: how stage 1 ran: ``deterministic`` (batches, rung barriers: a rerun gives the same
             tables) or ``asynchronous`` (Ray Tune's OptunaSearch and ASHA).
         batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
+        stage1_repeats: stage-1 proposals that repeated a candidate already run and were
+            answered from that trial's outcome instead of trained (compute saved).
     """
 
     main: str
@@ -106,6 +108,7 @@ class Summary:
     significant: bool | None = None
     mode: str = "asynchronous"
     batch: int = 0
+    stage1_repeats: int = 0
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -130,9 +133,11 @@ def summarize(
     seed: int = 0,
     mode: str = "asynchronous",
     batch: int = 0,
+    repeats: int = 0,
 ) -> Summary:
     """The summary of a finished search (see :class:`Summary`); ``images`` (the stage-2
-    per-image errors) gives the intervals, the tied set and the baseline test."""
+    per-image errors) gives the intervals, the tied set and the baseline test; ``repeats``
+    counts the stage-1 proposals answered from earlier trials."""
     done = (
         stage2[(stage2["status"] == "completed") & stage2["vuln"].notna()]
         if len(stage2)
@@ -202,6 +207,7 @@ def summarize(
         **_noise(done, images, aggregate, statistic, seed, rec, base, space.main),
         mode=mode,
         batch=batch,
+        stage1_repeats=repeats,
     )
 
 
@@ -381,7 +387,13 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
         "",
         f"Trials: stage 1 {s.stage1_trials} ({s.stage1_completed} completed, {s.stage1_pruned} "
         f"pruned, {s.stage1_failed} failed); stage 2 {s.stage2_trials} ({s.stage2_failed} "
-        "failed).",
+        "failed)."
+        + (
+            f" Stage 1: {s.stage1_repeats} repeated proposal(s) answered from earlier trials, "
+            "not trained."
+            if s.stage1_repeats
+            else ""
+        ),
         f"Compute: {s.cost_units:.1f} ResNet18-epoch units, {ratio:.1%} of an exhaustive search "
         f"({s.exhaustive_configs} configurations, {s.exhaustive_units:.1f} units); trial wall "
         f"time {s.wall_s:.0f} s"
