@@ -39,6 +39,7 @@ same combination; a run without stage-1 trials reads them from its stage-2 trial
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ import numpy as np
 import pandas as pd
 
 from rts.search.analysis.surrogates import TrialRecord
+from rts.search.engine.paths import STUDIES_INDEX
+from rts.search.results.tables import empty_images
 from rts.tasks.registry import canonical_tasks
 from rts.tasks.weights import format_weights, weights_key
 
@@ -95,6 +98,9 @@ class RunData:
         config: the run's resolved config (as loaded from ``config.yaml``), ``{}`` if none.
         path: the run folder, when loaded from disk.
         notes: what the loader could not find (shown in the report).
+        images: the main task's per-image errors of the stage-2 trials under every attack
+            (``rts.search.results.tables.IMAGE_COLUMNS``; empty for runs without them): the
+            intervals and paired tests are computed from them.
     """
 
     trials: pd.DataFrame
@@ -103,6 +109,7 @@ class RunData:
     config: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
     notes: tuple[str, ...] = ()
+    images: pd.DataFrame = field(default_factory=empty_images)
 
     def record(self, trial_id: str) -> TrialRecord:
         """All records of one trial, for surrogates."""
@@ -154,6 +161,7 @@ def make_run_data(
     config: Mapping[str, Any] | None = None,
     path: str | Path | None = None,
     notes: Iterable[str] = (),
+    images: pd.DataFrame | None = None,
 ) -> RunData:
     """Validate and normalise hand-made or loaded frames into a :class:`RunData`.
 
@@ -235,6 +243,7 @@ def make_run_data(
         dict(config or {}),
         Path(path) if path is not None else None,
         tuple(notes),
+        empty_images() if images is None else images[images["trial_id"].astype(str).isin(known)],
     )
 
 
@@ -416,4 +425,23 @@ def load_run(path: str | Path) -> RunData:
         "grad_bound" not in history.columns or history["grad_bound"].isna().all()
     ):
         notes.append("the search recorded no grad_bound: the first-order bound is unavailable")
-    return make_run_data(trials, attacks, history, config=config, path=root, notes=notes)
+    images_path = root / "images.parquet"
+    images = pd.read_parquet(images_path) if images_path.is_file() else None
+    return make_run_data(
+        trials, attacks, history, config=config, path=root, notes=notes, images=images
+    )
+
+
+def load_studies(path: str | Path) -> dict[str, RunData] | None:
+    """The studies of a run of several main tasks, by main task in the order run (each read
+    with :func:`load_run`; a study not finished yet is left out); ``None`` for a run of one."""
+    root = Path(path)
+    index = root / STUDIES_INDEX
+    if not index.is_file():
+        return None
+    studies = json.loads(index.read_text(encoding="utf-8"))["studies"]
+    return {
+        s["main"]: load_run(root / s["folder"])
+        for s in studies
+        if (root / s["folder"] / "trials.parquet").is_file()
+    }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rts.search.config.convert import resolve
 from rts.search.config.schema import SearchConfig
+from rts.search.config.studies import study_configs
 from rts.search.engine.halving import expected_epochs, rung_epochs
 from rts.search.engine.space import Space
 
@@ -192,3 +193,23 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         f"{cfg.data.size} px",
     ]
     return "\n".join(lines)
+
+
+def format_studies_plan(cfg: SearchConfig) -> str:
+    """The dry-run text of a run of several main tasks: each study's plan, then the sums."""
+    studies = study_configs(resolve(cfg))
+    parts = []
+    trials, units, hours = 0, 0.0, 0.0
+    for study in studies:
+        plan = plan_search(study)
+        parts.append(format_plan(study, plan))
+        trials += plan.estimated_trials
+        units += plan.units_expected
+        hours += gpu_hours(study, plan)
+    mains = ", ".join(s.search.main for s in studies)
+    parts.append(
+        f"all {len(studies)} studies (main tasks {mains}): estimated trials {trials} (about "
+        f"{units:.0f} ResNet18-epoch units), GPU estimate: {_hours(hours)} H100-hours of "
+        "training"
+    )
+    return "\n\n".join(parts)

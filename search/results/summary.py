@@ -270,11 +270,11 @@ def short_label(main: str, aux: str) -> str:
     return f"{main}+{aux}" if aux else main
 
 
-def _tasks_label(main: str, aux: str) -> str:
+def tasks_label(main: str, aux: str) -> str:
     return f"{main} + {{{', '.join(aux)}}}" if aux else f"{main} alone"
 
 
-def _ci(value: float, low: float, high: float) -> str:
+def with_interval(value: float, low: float, high: float) -> str:
     """``0.45 [0.31, 0.62]``, or the value alone when it has no interval."""
     if math.isnan(low) or math.isnan(high):
         return f"{value:.4g}"
@@ -318,7 +318,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     if not s.recommended_trial:
         lines.append("No stage-2 trial completed: no recommendation (see the failure column).")
     else:
-        label = _tasks_label(s.main, s.recommended_aux)
+        label = tasks_label(s.main, s.recommended_aux)
         if s.recommended_aux:
             lines.append(
                 f"Recommended auxiliary set: {{{', '.join(s.recommended_aux)}}} "
@@ -337,7 +337,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error "
             f"| {s.main} skill |",
             "| --- | --- | --- | --- |",
-            f"| recommended: {label} | {_ci(s.vuln, s.vuln_low, s.vuln_high)} "
+            f"| recommended: {label} | {with_interval(s.vuln, s.vuln_low, s.vuln_high)} "
             f"| {s.clean_error:.4g} | {s.skill:.3g} |",
         ]
         if not math.isnan(s.baseline_vuln):
@@ -346,9 +346,10 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
                 if s.significant is False
                 else f"{_pct(s.vuln, s.baseline_vuln)} for the recommendation"
             )
+            base = with_interval(s.baseline_vuln, s.baseline_low, s.baseline_high)
             lines.append(
-                f"| single-task baseline | {_ci(s.baseline_vuln, s.baseline_low, s.baseline_high)}"
-                f" ({change}) | {s.baseline_clean_error:.4g} | {s.baseline_skill:.3g} |"
+                f"| single-task baseline | {base} ({change}) | {s.baseline_clean_error:.4g} "
+                f"| {s.baseline_skill:.3g} |"
             )
         elif s.recommended_aux:
             lines.append("| single-task baseline | not trained (stage2.baseline: false) | | |")
@@ -359,7 +360,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             )
         if s.best_uniform_aux and s.best_uniform_aux != s.recommended_aux:
             lines.append(
-                f"| best uniform-weight alternative: {_tasks_label(s.main, s.best_uniform_aux)} "
+                f"| best uniform-weight alternative: {tasks_label(s.main, s.best_uniform_aux)} "
                 f"| {s.best_uniform_vuln:.4g} | | |"
             )
         elif s.best_uniform_aux == s.recommended_aux and s.best_uniform_aux:
@@ -379,7 +380,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     if s.pareto:
         lines += ["", "Pareto front (vulnerability vs clean error):"]
         lines += [
-            f"- {t}: {_tasks_label(s.main, a)}: vuln {v:.4g}, clean error {c:.4g}"
+            f"- {t}: {tasks_label(s.main, a)}: vuln {v:.4g}, clean error {c:.4g}"
             for t, a, v, c in s.pareto
         ]
     ratio = s.cost_units / s.exhaustive_units if s.exhaustive_units else math.nan
