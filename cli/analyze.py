@@ -2,12 +2,15 @@
 
 Prints the Table-3-style table (Pearson, Spearman and Kendall with p-values and bootstrap
 intervals, plus the decision metrics: top-1 hit, top-k overlap, regret, compute saved) and writes
-the full-precision table to ``RUN/analysis.csv`` and ``RUN/analysis.parquet`` (atomically).
+the full-precision table to ``RUN/analysis.csv`` and ``RUN/analysis.parquet`` (atomically). A run
+of several main tasks is analysed study by study (each study's files in its folder).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 
 def add_ranking_options(p: argparse.ArgumentParser) -> None:
@@ -61,14 +64,27 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Analyse the run, print the table, write ``analysis.csv`` / ``analysis.parquet``."""
-    from rts.search.analysis.correlate import analyze
-    from rts.search.analysis.rundata import combinations, load_run
+    from rts.search.analysis.rundata import load_run, load_studies
     from rts.search.engine.storage import fetch
+
+    args.run = fetch(args.run)  # a URI is read from its local staging copy
+    studies = load_studies(args.run)
+    if studies is None:
+        return _analyze(load_run(args.run), args.run, args)
+    for main, data in studies.items():  # a run of several main tasks: each study in turn
+        print(f"== main task {main} ==")
+        _analyze(data, data.path, args)
+        print()
+    return 0
+
+
+def _analyze(data: Any, folder: Path, args: argparse.Namespace) -> int:
+    """Analyse one run (``data``), print the table, write its files into ``folder``."""
+    from rts.search.analysis.correlate import analyze
+    from rts.search.analysis.rundata import combinations
     from rts.search.report.text import format_analysis
     from rts.tasks.io import atomic_path
 
-    args.run = fetch(args.run)  # a URI is read from its local staging copy
-    data = load_run(args.run)
     names = (
         [s.strip() for s in args.surrogates.split(",") if s.strip()] if args.surrogates else None
     )
@@ -83,8 +99,7 @@ def run(args: argparse.Namespace) -> int:
     combos = combinations(data)
     n_target = int(combos["target"].notna().sum()) if len(combos) else 0
     print(
-        f"{args.run}: {len(data.trials)} trials, {len(combos)} combinations, "
-        f"{n_target} with a target"
+        f"{folder}: {len(data.trials)} trials, {len(combos)} combinations, {n_target} with a target"
     )
     if len(table):
         print(f"target: {table['target'].iloc[0]}")
@@ -101,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
             print("\n".join(notes))
     for note in data.notes:
         print(f"note: {note}")
-    csv_path = args.run / "analysis.csv"
-    pq_path = args.run / "analysis.parquet"
+    csv_path = folder / "analysis.csv"
+    pq_path = folder / "analysis.parquet"
     with atomic_path(csv_path) as tmp:
         table.to_csv(tmp, index=False)
     with atomic_path(pq_path) as tmp:

@@ -2,7 +2,9 @@
 
 The HTML opens offline (inline CSS, PNGs embedded as base64): the recommendation first, then the
 surrogate analysis, the paper-style heatmaps and figures, every combination, the compute spent
-and the config. Default output folder: ``RUN/report``.
+and the config. Default output folder: ``RUN/report``. A run of several main tasks gets one
+report per study (``RUN/<study>/report``) and, in ``RUN/report``, the paper's Tables 1-2 (rows:
+main task, columns: auxiliary task).
 """
 
 from __future__ import annotations
@@ -33,14 +35,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Load the run, analyse it, write the report; print where it went."""
-    from rts.search.analysis.rundata import load_run
+    from rts.search.analysis.rundata import load_run, load_studies
     from rts.search.engine.storage import fetch
     from rts.search.report.html import write_report
 
     args.run = fetch(args.run)  # a URI is read from its local staging copy
-    data = load_run(args.run)
     out = args.out if args.out is not None else args.run / "report"
-    paths = write_report(data, out, k=args.k, n_resamples=args.resamples, seed=args.seed)
+    studies = load_studies(args.run)
+    if studies is not None:
+        return _report_studies(studies, args, out)
+    paths = write_report(
+        load_run(args.run), out, k=args.k, n_resamples=args.resamples, seed=args.seed
+    )
     print(f"report: {paths['html']}")
+    print(f"summary: {paths['markdown']}")
+    return 0
+
+
+def _report_studies(studies: dict, args: argparse.Namespace, out: Path) -> int:
+    """A run of several main tasks: each study's report, then Tables 1-2 over all of them."""
+    from rts.search.report.html import write_report
+    from rts.search.report.studies import write_studies_report
+
+    for main, data in studies.items():
+        paths = write_report(
+            data, data.path / "report", k=args.k, n_resamples=args.resamples, seed=args.seed
+        )
+        print(f"main task {main}: {paths['html']}")
+    paths = write_studies_report(studies, out, name=args.run.name, seed=args.seed)
+    print(f"report (Tables 1-2): {paths['html']}")
     print(f"summary: {paths['markdown']}")
     return 0

@@ -75,19 +75,22 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Validate the config, then print the plan (``--dry-run``) or run the search."""
     from rts.search.config.convert import load_config, resolve
+    from rts.search.config.schema import is_multi
     from rts.search.config.validate import missing_data, validate
     from rts.search.engine.paths import run_dir
-    from rts.search.engine.plan import format_plan, plan_search
+    from rts.search.engine.plan import format_plan, format_studies_plan, plan_search
     from rts.search.engine.stages import SearchInterrupted, check_ray_args
     from rts.search.results.pipeline import run_search
+    from rts.search.results.studies import StudiesOutcome, run_studies
 
     cfg = load_config(args.config, args.overrides, check=False)
     validate(cfg, require_data=not args.dry_run)  # a dry run reads no data
     cfg = resolve(cfg)
     check_ray_args(args.address, args.num_cpus)
     paths = run_dir(cfg, args.storage)
+    multi = is_multi(cfg)
     if args.dry_run:
-        print(format_plan(cfg, plan_search(cfg)))
+        print(format_studies_plan(cfg) if multi else format_plan(cfg, plan_search(cfg)))
         print(f"results would go to {paths.display}")
         missing = missing_data(cfg.data)
         if missing:
@@ -98,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     verbose = getattr(args, "verbose", 0)
     if not verbose:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+    run = run_studies if multi else run_search
     try:
-        outcome = run_search(
+        outcome = run(
             cfg,
             storage=args.storage,
             address=args.address,
@@ -111,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
     except SearchInterrupted as exc:
         print(f"rts: interrupted: {exc}", file=sys.stderr)
         return 130
+    if isinstance(outcome, StudiesOutcome):
+        return _print_studies(outcome)
     from rts.search.results.summary import format_summary
 
     print()
@@ -124,6 +130,23 @@ def run(args: argparse.Namespace) -> int:
     if not outcome.summary.recommended_trial:
         # Every stage-2 trial failed (a bug, a full disk, ...): scripts must see it.
         print("rts: search failed: no stage-2 trial completed; see trials.parquet", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_studies(outcome: Any) -> int:
+    """The combined summary of a run of several main tasks; 1 when a study recommends nothing."""
+    print()
+    print(outcome.paths.summary_md.read_text(encoding="utf-8").rstrip())
+    root = outcome.paths.root
+    print(f"Results: {outcome.paths.display} (one run folder per main task inside)")
+    print(f"Report: rts report {root}   (Tables 1-2: rows main task, columns auxiliary task)")
+    empty = [m for m, o in outcome.outcomes.items() if not o.summary.recommended_trial]
+    if empty:
+        print(
+            f"rts: search failed: no stage-2 trial completed for main task(s) {', '.join(empty)}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

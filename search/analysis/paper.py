@@ -259,3 +259,71 @@ def chain_candidate(run: RunData) -> tuple[str, str] | None:
         return None
     row = t.loc[t["tasks"].str.len().idxmax()]
     return str(row["checkpoint"]), str(row["tasks"])
+
+
+CELL_COLUMNS: tuple[str, ...] = (
+    "main",
+    "aux",
+    "scheme",
+    "attack",
+    "value",
+    "low",
+    "high",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "significant",
+)
+
+
+def main_aux_cells(
+    studies: Mapping[str, RunData], *, statistic: str = "mean", seed: int = 0
+) -> pd.DataFrame:
+    """The cells of the paper's Tables 1-2 from a run of several main tasks (one study each).
+
+    For every main task, its completed stage-2 models with at most one auxiliary task, under
+    every attack their per-image errors were recorded for (``worst`` included): ``value`` is the
+    main task's ``statistic`` with its 95 % bootstrap interval over the images (``low``,
+    ``high``); ``diff`` the model minus the single-task model of the same main task, paired over
+    the same images (``diff_low``, ``diff_high``; NaN for the single-task model itself or when
+    the study has none), ``significant`` when that interval excludes 0. ``aux`` is ``""`` and
+    ``scheme`` ``""`` for the single-task model (the diagonal of every scheme's table). Several
+    models of one (main, aux, scheme) (searched weights): the lowest value, the best weights.
+    Columns: :data:`CELL_COLUMNS`.
+    """
+    from rts.search.results.recommend import compare
+
+    rows: list[pd.DataFrame] = []
+    for main, run in studies.items():
+        t = run.trials
+        t = t[(t["stage"] == 2) & (t["status"] == FINISHED) & (t["main"] == main)]
+        t = t[t["tasks"].str.len() <= 2]
+        if t.empty or run.images.empty:
+            continue
+        aux = dict(zip(t["trial_id"], (k.replace(main, "") for k in t["tasks"]), strict=True))
+        schemes = t["scheme"] if "scheme" in t.columns else t["weights"]
+        scheme = dict(zip(t["trial_id"], schemes.astype(str), strict=True))
+        base = next((tid for tid, a in aux.items() if not a), "")
+        images = run.images[run.images["trial_id"].isin(list(aux))]
+        for attack, group in images.groupby("attack", sort=False):
+            frame = group.rename(columns={"trial_id": "key", "image": "unit"})
+            comp = compare(frame, statistic, best=base, seed=seed)
+            if comp is None:
+                continue
+            table = comp.table.assign(
+                main=main,
+                attack=str(attack),
+                aux=[aux[k] for k in comp.table["key"]],
+                scheme=[scheme[k] if aux[k] else "" for k in comp.table["key"]],
+            )
+            if comp.best != base or not base:
+                table[["diff", "diff_low", "diff_high"]] = math.nan
+            table.loc[table["aux"] == "", ["diff", "diff_low", "diff_high"]] = math.nan
+            rows.append(table)
+    if not rows:
+        return pd.DataFrame(columns=list(CELL_COLUMNS))
+    cells = pd.concat(rows, ignore_index=True)
+    cells["significant"] = (cells["diff_low"] > 0) | (cells["diff_high"] < 0)
+    cells = cells.sort_values("value", kind="stable")
+    cells = cells.drop_duplicates(["main", "aux", "scheme", "attack"]).sort_index()
+    return cells[list(CELL_COLUMNS)].reset_index(drop=True)

@@ -42,6 +42,7 @@ same combination; a run without stage-1 trials reads them from its stage-2 trial
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ import numpy as np
 import pandas as pd
 
 from rts.search.analysis.surrogates import TrialRecord
-from rts.search.results.tables import BUDGET_COLUMNS, at_budget
+from rts.search.engine.paths import STUDIES_INDEX
+from rts.search.results.tables import BUDGET_COLUMNS, at_budget, empty_images
 from rts.tasks.parsing import parse_fraction
 from rts.tasks.registry import canonical_tasks
 from rts.tasks.weights import format_weights, weights_key
@@ -101,6 +103,9 @@ class RunData:
         path: the run folder, when loaded from disk.
         notes: what the loader could not find (shown in the report).
         sweeps: attack rows at other budgets than the search's (:func:`split_budgets`).
+        images: the main task's per-image errors of the stage-2 trials under every attack
+            (``rts.search.results.tables.IMAGE_COLUMNS``; empty for runs without them): the
+            intervals and paired tests are computed from them.
     """
 
     trials: pd.DataFrame
@@ -110,6 +115,7 @@ class RunData:
     path: Path | None = None
     notes: tuple[str, ...] = ()
     sweeps: pd.DataFrame = field(default_factory=pd.DataFrame)
+    images: pd.DataFrame = field(default_factory=empty_images)
 
     def record(self, trial_id: str) -> TrialRecord:
         """All records of one trial, for surrogates."""
@@ -162,6 +168,7 @@ def make_run_data(
     path: str | Path | None = None,
     notes: Iterable[str] = (),
     sweeps: pd.DataFrame | None = None,
+    images: pd.DataFrame | None = None,
 ) -> RunData:
     """Validate and normalise hand-made or loaded frames into a :class:`RunData`.
 
@@ -244,6 +251,7 @@ def make_run_data(
         Path(path) if path is not None else None,
         tuple(notes),
         pd.DataFrame() if sweeps is None else sweeps.reset_index(drop=True),
+        empty_images() if images is None else images[images["trial_id"].astype(str).isin(known)],
     )
 
 
@@ -426,8 +434,19 @@ def load_run(path: str | Path) -> RunData:
         "grad_bound" not in history.columns or history["grad_bound"].isna().all()
     ):
         notes.append("the search recorded no grad_bound: the first-order bound is unavailable")
+    images_path = root / "images.parquet"
+    images = pd.read_parquet(images_path) if images_path.is_file() else None
+    if images is not None:  # the search's own budget: a sweep's rows are not the study's
+        images = split_budgets(images, config)[0]
     return make_run_data(
-        trials, attacks, history, config=config, path=root, notes=notes, sweeps=sweeps
+        trials,
+        attacks,
+        history,
+        config=config,
+        path=root,
+        notes=notes,
+        sweeps=sweeps,
+        images=images,
     )
 
 
@@ -449,3 +468,18 @@ def split_budgets(
         return attacks, attacks.iloc[0:0]
     own = at_budget(attacks, *budget) | attacks["eps"].isna()
     return attacks[own], attacks[~own]
+
+
+def load_studies(path: str | Path) -> dict[str, RunData] | None:
+    """The studies of a run of several main tasks, by main task in the order run (each read
+    with :func:`load_run`; a study not finished yet is left out); ``None`` for a run of one."""
+    root = Path(path)
+    index = root / STUDIES_INDEX
+    if not index.is_file():
+        return None
+    studies = json.loads(index.read_text(encoding="utf-8"))["studies"]
+    return {
+        s["main"]: load_run(root / s["folder"])
+        for s in studies
+        if (root / s["folder"] / "trials.parquet").is_file()
+    }

@@ -23,9 +23,16 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from rts.search.config.schema import RESULT_NEUTRAL_SECTIONS, ConfigError, SearchConfig, space_size
+from rts.search.config.schema import (
+    RESULT_NEUTRAL_SECTIONS,
+    ConfigError,
+    SearchConfig,
+    main_tasks,
+    space_size,
+)
 from rts.search.config.validate import validate
 from rts.tasks.parsing import parse_fraction
+from rts.tasks.registry import canonical_tasks
 from rts.tasks.weights import parse_weights
 
 T = TypeVar("T")
@@ -146,8 +153,24 @@ def dump_config(cfg: SearchConfig) -> str:
 
 
 def resolve(cfg: SearchConfig) -> SearchConfig:
-    """``cfg`` with the derived defaults written out (pool, max_aux, sampler, n_trials)."""
+    """``cfg`` with the derived defaults written out (pool, max_aux, sampler, n_trials).
+
+    A one-item ``search.main`` list becomes its letter; with several main tasks, pool, max_aux
+    and n_trials stay as written (each study resolves its own: :mod:`.studies`).
+    """
     space = cfg.search
+    mains = main_tasks(space)
+    if len(mains) == 1 and not isinstance(space.main, str):
+        space = dataclasses.replace(space, main=mains[0])
+        cfg = dataclasses.replace(cfg, search=space)
+    if len(mains) > 1:
+        pool = None if space.pool is None else canonical_tasks(space.pool)
+        return dataclasses.replace(
+            cfg,
+            search=dataclasses.replace(
+                space, pool=pool, sampler=cfg.sampler, trial_seed=cfg.trial_seed
+            ),
+        )
     n_trials = space.n_trials
     if n_trials is None:
         n_trials = space_size(cfg)
@@ -223,7 +246,9 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _convert(value, inner[0], path)
+        listed = isinstance(value, list | tuple) or (isinstance(value, str) and "," in value)
+        tuples = [a for a in inner if typing.get_origin(a) is tuple]
+        return _convert(value, tuples[0] if listed and tuples else inner[0], path)
     if origin is Literal:
         if value not in args:
             choices = ", ".join(str(a) for a in args)

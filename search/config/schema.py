@@ -79,7 +79,9 @@ class SpaceConfig:
     """What is searched, and how (the ``search:`` section).
 
     Attributes:
-        main: the main task whose robustness is optimised.
+        main: the main task whose robustness is optimised; or a list of them (``[s, d, D,
+            n, E]``): one study per main task in one run folder (:mod:`.studies`), each with
+            the pool less its own main task.
         pool: candidate auxiliary tasks (task keys); ``None`` = every other task.
         min_aux: fewest auxiliary tasks in a candidate (0 allows the single-task model).
         max_aux: most auxiliary tasks in a candidate; ``None`` = the pool size.
@@ -113,7 +115,7 @@ class SpaceConfig:
             once in stage 1).
     """
 
-    main: str = "d"
+    main: str | tuple[str, ...] = "d"
     pool: str | None = None
     min_aux: int = 0
     max_aux: int | None = None
@@ -464,10 +466,21 @@ def stage_resources(cfg: SearchConfig, stage: int) -> ResourcesConfig:
     return dataclasses.replace(cfg.resources, **overrides)
 
 
+def main_tasks(space: SpaceConfig) -> tuple[str, ...]:
+    """The main task(s) of ``search.main``, as a tuple (one for a single letter)."""
+    return (space.main,) if isinstance(space.main, str) else tuple(space.main)
+
+
+def is_multi(cfg: SearchConfig) -> bool:
+    """Whether ``cfg`` runs several studies, one per main task (``search.main`` a list of two
+    or more)."""
+    return len(main_tasks(cfg.search)) > 1
+
+
 def resolved_pool(space: SpaceConfig) -> str:
-    """The auxiliary pool in registry order; the default is every task but the main one."""
+    """The auxiliary pool in registry order; the default is every task but the main one(s)."""
     if space.pool is None:
-        return "".join(k for k in TASK_KEYS if k != space.main)
+        return "".join(k for k in TASK_KEYS if k not in main_tasks(space))
     return canonical_tasks(space.pool)
 
 

@@ -21,6 +21,7 @@ from rts.search.config.schema import (
     TrackingConfig,
     stage_resources,
 )
+from rts.search.config.studies import study_configs
 from rts.tasks.registry import TASK_KEYS, canonical_tasks, get_task
 
 
@@ -32,14 +33,40 @@ def validate(cfg: SearchConfig, *, require_data: bool = True) -> None:
     """
     _check_name(cfg.name)
     _check_data(cfg.data, require_data)
-    _check_space(cfg)
-    _check_weighting(cfg)
-    _check_stages(cfg)
+    if isinstance(cfg.search.main, str):
+        _check_study(cfg)
+    else:
+        _check_mains(cfg.search.main)
+        for main, study in zip(cfg.search.main, study_configs(cfg), strict=True):
+            try:
+                _check_study(study)
+            except ConfigError as exc:
+                raise ConfigError(f"search.main={main!r}: {exc}") from None
     _check_attack(cfg.attack)
     _check_resources(cfg.resources)
     for stage in (1, 2):  # the top level passed: a failure here is the stage's own value
         _check_resources(stage_resources(cfg, stage), f"stage{stage}.resources")
     _check_tracking(cfg.tracking)
+
+
+def _check_study(cfg: SearchConfig) -> None:
+    """The checks of one main task's search (its space, weighting and stages)."""
+    _check_space(cfg)
+    _check_weighting(cfg)
+    _check_stages(cfg)
+
+
+def _check_mains(mains: tuple[str, ...]) -> None:
+    """A list of main tasks: known task keys, each once."""
+    if not mains:
+        _fail("search.main", f"name at least one main task; choose from {TASK_KEYS}")
+    for i, key in enumerate(mains):
+        if len(key) != 1:
+            _fail(f"search.main[{i}]", f"one task key, got {key!r}; choose from {TASK_KEYS}")
+        _check_task(f"search.main[{i}]", key)
+    twice = sorted({k for k in mains if mains.count(k) > 1})
+    if twice:
+        _fail("search.main", f"lists {twice[0]!r} twice: {list(mains)}")
 
 
 def _fail(path: str, message: str) -> typing.NoReturn:

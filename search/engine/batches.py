@@ -46,7 +46,6 @@ from typing import Any
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
-from optuna.trial import TrialState
 
 from rts.search.config.schema import SearchConfig
 from rts.search.engine.halving import continuing, rung_epochs
@@ -67,9 +66,9 @@ from rts.search.engine.records import (
     write_batch,
     write_rung,
 )
-from rts.search.engine.searcher import MAX_REDRAWS, objective_values
+from rts.search.engine.searcher import MAX_REDRAWS, REPEAT_OF, objective_values, tell_outcome
 from rts.search.engine.space import Space, candidate_key, make_sampler
-from rts.search.engine.stages import Echo, run_fixed
+from rts.search.engine.stages import Echo, run_fixed, stage_trial_id
 from rts.search.engine.storage import delete_tree
 from rts.search.engine.trainable import RESUME_KEY
 from rts.search.engine.trial import TrialFn
@@ -226,10 +225,12 @@ def propose(
     done: Sequence[BatchRecord],
 ) -> Proposal:
     """Ask the sampler for ``count`` distinct new candidates, numbered from ``first``."""
-    known: dict[tuple, Outcome] = {}
+    known: dict[tuple, int] = {}
+    outcomes: dict[int, Outcome] = {}
     for record in done:
         for number, key in record.keys.items():
-            known.setdefault(key, record.outcomes[number])
+            known.setdefault(key, number)
+        outcomes.update(record.outcomes)
     members: list[Member] = []
     trials: dict[int, optuna.Trial] = {}
     twins: list[tuple[optuna.Trial, int]] = []
@@ -240,10 +241,12 @@ def propose(
             key = candidate_key(config)
             if attempt < MAX_REDRAWS:
                 if key in known:  # run before: its result would repeat exactly
-                    tell(study, trial, known[key])
+                    trial.set_user_attr(REPEAT_OF, stage_trial_id(1, known[key]))
+                    tell_outcome(study, trial, outcomes[known[key]])
                     continue
                 twin = next((m for m in members if m.key == key), None)
                 if twin is not None:
+                    trial.set_user_attr(REPEAT_OF, stage_trial_id(1, twin.number))
                     twins.append((trial, twin.number))
                     continue
             member = Member(first + len(members), config, key)
@@ -384,21 +387,12 @@ def outcome(result: RungResult, cfg: SearchConfig) -> Outcome:
     return Outcome("COMPLETE", values, steps)
 
 
-def tell(study: optuna.Study, trial: optuna.Trial, result: Outcome) -> None:
-    """Tell ``study`` the outcome of ``trial`` (intermediate values first, single objective)."""
-    state = TrialState[result.state]
-    if state == TrialState.PRUNED and len(study.directions) == 1:
-        for step, value in sorted(result.steps.items()):
-            trial.report(value, step)
-    study.tell(trial, result.values if state == TrialState.COMPLETE else None, state=state)
-
-
 def tell_batch(study: optuna.Study, proposal: Proposal, outcomes: dict[int, Outcome]) -> None:
     """Tell the batch's trials by number, then the repeats among them."""
     for member in proposal.members:
-        tell(study, proposal.trials[member.number], outcomes[member.number])
+        tell_outcome(study, proposal.trials[member.number], outcomes[member.number])
     for trial, number in proposal.twins:
-        tell(study, trial, outcomes[number])
+        tell_outcome(study, trial, outcomes[number])
 
 
 def _sync(paths: RunPaths) -> None:

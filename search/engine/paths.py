@@ -8,6 +8,9 @@ from pathlib import Path
 
 from rts.search.config.schema import ConfigError, SearchConfig
 
+STUDIES_INDEX = "studies.json"
+"""The index of a run of several main tasks (``rts.search.results.studies``)."""
+
 
 @dataclass(frozen=True)
 class RunPaths:
@@ -104,6 +107,17 @@ class RunPaths:
     def summary_md(self) -> Path:
         """The summary as printed."""
         return self.root / "summary.md"
+
+    @property
+    def studies(self) -> Path:
+        """A run of several main tasks: the index of its studies (``studies.json``), each a
+        run folder of its own below this one."""
+        return self.root / STUDIES_INDEX
+
+    @property
+    def storage(self) -> str:
+        """What holds the studies of a multi-main run: ``--storage`` for each of them."""
+        return self.remote or str(self.root)
 
 
 def run_dir(cfg: SearchConfig, storage: str | os.PathLike[str] = "runs") -> RunPaths:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rts.search.config.convert import resolve
 from rts.search.config.schema import SAME_ENCODER, SearchConfig, stage_resources
+from rts.search.config.studies import study_configs
 from rts.search.engine.halving import expected_epochs, rung_epochs
 from rts.search.engine.space import Space
 
@@ -222,3 +223,23 @@ def _resources_text(cfg: SearchConfig) -> str:
     if texts[0] == texts[1]:
         return texts[0]
     return f"stage 1 {texts[0]}; stage 2 {texts[1]}"
+
+
+def format_studies_plan(cfg: SearchConfig) -> str:
+    """The dry-run text of a run of several main tasks: each study's plan, then the sums."""
+    studies = study_configs(resolve(cfg))
+    parts = []
+    trials, units, hours = 0, 0.0, 0.0
+    for study in studies:
+        plan = plan_search(study)
+        parts.append(format_plan(study, plan))
+        trials += plan.estimated_trials
+        units += plan.units_expected
+        hours += gpu_hours(study, plan)
+    mains = ", ".join(s.search.main for s in studies)
+    parts.append(
+        f"all {len(studies)} studies (main tasks {mains}): estimated trials {trials} (about "
+        f"{units:.0f} ResNet18-epoch units), GPU estimate: {_hours(hours)} H100-hours of "
+        "training"
+    )
+    return "\n\n".join(parts)

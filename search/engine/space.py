@@ -341,12 +341,15 @@ def make_searcher(
     sampler: optuna.samplers.BaseSampler,
     metrics: tuple[str, ...],
     final_epoch: int,
+    budget: int,
     storage: optuna.storages.BaseStorage | None = None,
     study_name: str = "stage1",
 ) -> Any:
-    """Ray Tune's ``OptunaSearch`` over ``space``, minimising ``metrics`` (one or two).
+    """Ray Tune's ``OptunaSearch`` over ``space``, minimising ``metrics`` (one or two), for
+    ``budget`` trials (a repeated candidate is answered, not trained).
 
-    See :class:`search.search_tune.StagedOptunaSearch` for how trial states are reported.
+    See :class:`rts.search.engine.searcher.StagedOptunaSearch` for how trial states are
+    reported and repeats answered.
     """
     from rts.search.engine.searcher import StagedOptunaSearch
 
@@ -360,4 +363,5 @@ def make_searcher(
         storage=storage,
         study_name=study_name,
         final_epoch=final_epoch,
+        budget=budget,
     )

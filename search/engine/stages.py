@@ -334,6 +334,7 @@ def _stage1(
             sampler=make_sampler(cfg.sampler, space, seed=cfg.search.seed, n_trials=total),
             metrics=metrics,
             final_epoch=cfg.stage1.epochs,
+            budget=total,
             storage=journal_storage(paths.journal),
         )
         if s1.scheduler == "asha":
@@ -364,8 +365,40 @@ def _stage1(
             run_config=run_config,
         )
     results = tuner.fit()
-    _check_complete(results, total, 1, paths)
+    _check_complete(results, total - untrained_slots(paths.journal), 1, paths)
     return results
+
+
+def untrained_slots(journal: Path) -> int:
+    """Asynchronous stage 1: slots of the budget answered from earlier trials, not trained
+    (:data:`rts.search.engine.searcher.UNTRAINED`)."""
+    from rts.search.engine.searcher import UNTRAINED
+
+    study = _load_study(journal)
+    return int(study.user_attrs.get(UNTRAINED, 0)) if study is not None else 0
+
+
+def answered_repeats(journal: Path) -> int:
+    """Stage-1 study trials answered from an earlier trial's outcome instead of trained (both
+    modes; :data:`rts.search.engine.searcher.REPEAT_OF`)."""
+    from rts.search.engine.searcher import REPEAT_OF
+
+    study = _load_study(journal)
+    if study is None:
+        return 0
+    return sum(REPEAT_OF in t.user_attrs for t in study.get_trials(deepcopy=False))
+
+
+def _load_study(journal: Path) -> Any:
+    """The stage-1 study in ``journal``, or ``None`` when there is none."""
+    import optuna
+
+    if not journal.is_file():
+        return None
+    try:
+        return optuna.load_study(study_name="stage1", storage=journal_storage(journal))
+    except KeyError:  # the journal holds no such study
+        return None
 
 
 def run_stage2(

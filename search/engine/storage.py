@@ -53,7 +53,7 @@ MANIFEST = ".rts-sync.json"
 """Staging file: size and mtime of every file as last uploaded or downloaded (skip unchanged)."""
 
 REMOTE_ONLY = ("ray",)
-"""Top-level folders of a run that live on the remote only (Ray Tune syncs them itself)."""
+"""Folders of a run (or of a study in it) that live on the remote only (Ray Tune syncs them)."""
 
 OBJECT_STORES = ("s3", "gcs")
 """pyarrow file-system types whose writes are whole objects: uploaded without a rename."""
@@ -175,9 +175,14 @@ def _read_manifest(local: Path) -> dict[str, list[int]]:
 
 
 def _skipped(rel: str) -> bool:
-    """Transient files (temporary ``.*`` names, lock files) and Ray's remote-only folder."""
+    """Transient files (temporary ``.*`` names, lock files) and Ray's remote-only folder, of
+    the run or of a study inside it (a run of several main tasks)."""
     parts = PurePosixPath(rel).parts
-    return parts[0] in REMOTE_ONLY or any(p.startswith(".") for p in parts) or rel.endswith(".lock")
+    return (
+        any(p in REMOTE_ONLY for p in parts[:2])
+        or any(p.startswith(".") for p in parts)
+        or rel.endswith(".lock")
+    )
 
 
 def upload_rank(rel: str) -> int:

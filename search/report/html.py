@@ -351,7 +351,7 @@ def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[st
     return lines
 
 
-def _md_to_html(text: str) -> str:
+def md_to_html(text: str) -> str:
     """Escape ``text`` and turn ``**bold**`` into ``<strong>`` (the only markup we emit)."""
     parts = html.escape(text).split("**")
     return "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
@@ -518,7 +518,7 @@ def render_html(
         '<a href="#figures">Figures</a><a href="#combinations">Combinations</a>'
         '<a href="#compute">Compute</a><a href="#config">Config</a></nav>',
         '<h2 id="recommendation">Recommendation</h2><div class="rec">',
-        *(f"<p>{_md_to_html(line)}</p>" for line in recommendation_lines(rec, table)),
+        *(f"<p>{md_to_html(line)}</p>" for line in recommendation_lines(rec, table)),
         "</div>",
     ]
     if run.notes:

@@ -22,13 +22,14 @@ from typing import Any
 import pandas as pd
 
 from rts.search.config.convert import diff_configs, dump_config, load_config, resolve
-from rts.search.config.schema import SAME_ENCODER, ConfigError, SearchConfig
+from rts.search.config.schema import SAME_ENCODER, ConfigError, SearchConfig, is_multi
 from rts.search.config.validate import validate
 from rts.search.engine.paths import RunPaths, run_dir
 from rts.search.engine.plan import mode_name
 from rts.search.engine.space import Space
 from rts.search.engine.stages import (
     Echo,
+    answered_repeats,
     check_dashboard,
     check_ray_args,
     drop_resume_checkpoints,
@@ -104,22 +105,13 @@ def run_search(
             dashboard needs a package that is not installed.
         SearchInterrupted: a stage was interrupted; call again to resume.
     """
-    cfg = resolve(cfg)
-    validate(cfg)
-    check_ray_args(address, num_cpus)
-    from rts.search.engine.tracking import check_trackers  # imports ray: not for a dry run
-
-    check_trackers(cfg.tracking)
-    if dashboard and not address:
-        check_dashboard()
-    paths = run_dir(cfg, storage)
+    if is_multi(resolve(cfg)):
+        raise ConfigError(
+            "search.main lists several main tasks: run them with "
+            "rts.search.results.studies.run_studies (one study each)"
+        )
     say = echo or (lambda _line: None)
-    if paths.remote:
-        from rts.search.engine.storage import sync_down
-
-        if sync_down(paths.remote, paths.root):
-            say(f"resuming from {paths.display}")
-    prepare_run_dir(cfg, paths)
+    cfg, paths = open_run(cfg, storage, address, num_cpus, say, dashboard=dashboard)
     if trial_fn is None:
         from rts.search.engine.trial import load_trial_fn, run_trial
 
@@ -149,6 +141,37 @@ def run_search(
             sync_up(paths)
         outcome = _write_results(cfg, paths, space, s1, s2)
     return outcome
+
+
+def open_run(
+    cfg: SearchConfig,
+    storage: str | os.PathLike[str],
+    address: str | None,
+    num_cpus: int | None,
+    say: Echo,
+    *,
+    dashboard: bool = False,
+) -> tuple[SearchConfig, RunPaths]:
+    """Resolve and validate ``cfg`` (and that its trackers and the ``dashboard`` can start),
+    download its run from a URI storage, and check that the run folder holds this search
+    (writing ``config.yaml``); the resolved config and the paths.
+    """
+    cfg = resolve(cfg)
+    validate(cfg)
+    check_ray_args(address, num_cpus)
+    from rts.search.engine.tracking import check_trackers  # imports ray: not for a dry run
+
+    check_trackers(cfg.tracking)
+    if dashboard and not address:
+        check_dashboard()
+    paths = run_dir(cfg, storage)
+    if paths.remote:
+        from rts.search.engine.storage import sync_down
+
+        if sync_down(paths.remote, paths.root):
+            say(f"resuming from {paths.display}")
+    prepare_run_dir(cfg, paths)
+    return cfg, paths
 
 
 def sync_up(paths: RunPaths) -> None:
@@ -193,6 +216,7 @@ def _write_results(
         seed=cfg.trial_seed,
         mode=mode_name(cfg.search.deterministic),
         batch=cfg.search.batch if cfg.search.deterministic else 0,
+        repeats=answered_repeats(paths.journal),
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)

@@ -68,6 +68,8 @@ class Summary:
         batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
         seeds: training seeds per stage-2 model (``stage2.seeds``): with more than one, every
             stage-2 value is the mean over them and its interval spans seeds × images.
+        stage1_repeats: stage-1 proposals that repeated a candidate already run and were
+            answered from that trial's outcome instead of trained (compute saved).
     """
 
     main: str
@@ -110,6 +112,7 @@ class Summary:
     mode: str = "asynchronous"
     batch: int = 0
     seeds: int = 1
+    stage1_repeats: int = 0
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -134,9 +137,11 @@ def summarize(
     seed: int = 0,
     mode: str = "asynchronous",
     batch: int = 0,
+    repeats: int = 0,
 ) -> Summary:
     """The summary of a finished search (see :class:`Summary`); ``images`` (the stage-2
-    per-image errors) gives the intervals, the tied set and the baseline test."""
+    per-image errors) gives the intervals, the tied set and the baseline test; ``repeats``
+    counts the stage-1 proposals answered from earlier trials."""
     seeded = (
         stage2[(stage2["status"] == "completed") & stage2["vuln"].notna()]
         if len(stage2)
@@ -207,6 +212,7 @@ def summarize(
         seeds=int(done["n_seeds"].max()) if len(done) else 1,
         mode=mode,
         batch=batch,
+        stage1_repeats=repeats,
     )
 
 
@@ -267,7 +273,7 @@ def short_label(main: str, aux: str) -> str:
     return f"{main}+{aux}" if aux else main
 
 
-def _tasks_label(main: str, aux: str) -> str:
+def tasks_label(main: str, aux: str) -> str:
     return f"{main} + {{{', '.join(aux)}}}" if aux else f"{main} alone"
 
 
@@ -315,7 +321,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     if not s.recommended_trial:
         lines.append("No stage-2 trial completed: no recommendation (see the failure column).")
     else:
-        label = _tasks_label(s.main, s.recommended_aux)
+        label = tasks_label(s.main, s.recommended_aux)
         if s.recommended_aux:
             lines.append(
                 f"Recommended auxiliary set: {{{', '.join(s.recommended_aux)}}} "
@@ -357,7 +363,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             )
         if s.best_uniform_aux and s.best_uniform_aux != s.recommended_aux:
             lines.append(
-                f"| best uniform-weight alternative: {_tasks_label(s.main, s.best_uniform_aux)} "
+                f"| best uniform-weight alternative: {tasks_label(s.main, s.best_uniform_aux)} "
                 f"| {s.best_uniform_vuln:.4g} | | |"
             )
         elif s.best_uniform_aux == s.recommended_aux and s.best_uniform_aux:
@@ -377,7 +383,7 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     if s.pareto:
         lines += ["", "Pareto front (vulnerability vs clean error):"]
         lines += [
-            f"- {t}: {_tasks_label(s.main, a)}: vuln {v:.4g}, clean error {c:.4g}"
+            f"- {t}: {tasks_label(s.main, a)}: vuln {v:.4g}, clean error {c:.4g}"
             for t, a, v, c in s.pareto
         ]
     ratio = s.cost_units / s.exhaustive_units if s.exhaustive_units else math.nan
@@ -385,7 +391,13 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
         "",
         f"Trials: stage 1 {s.stage1_trials} ({s.stage1_completed} completed, {s.stage1_pruned} "
         f"pruned, {s.stage1_failed} failed); stage 2 {s.stage2_trials} ({s.stage2_failed} "
-        "failed).",
+        "failed)."
+        + (
+            f" Stage 1: {s.stage1_repeats} repeated proposal(s) answered from earlier trials, "
+            "not trained."
+            if s.stage1_repeats
+            else ""
+        ),
         f"Compute: {s.cost_units:.1f} ResNet18-epoch units, {ratio:.1%} of an exhaustive search "
         f"({s.exhaustive_configs} configurations, {s.exhaustive_units:.1f} units); trial wall "
         f"time {s.wall_s:.0f} s"

@@ -17,7 +17,6 @@ from rts.search.engine.batches import (
     open_study,
     propose,
     sampler_seed,
-    tell,
     tell_batch,
 )
 from rts.search.engine.faults import failure_reason
@@ -32,7 +31,7 @@ from rts.search.engine.records import (
     write_batch,
     write_rung,
 )
-from rts.search.engine.searcher import MAX_REDRAWS
+from rts.search.engine.searcher import MAX_REDRAWS, tell_outcome
 from rts.search.engine.space import Space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -178,7 +177,7 @@ def test_pruned_outcomes_carry_their_intermediate_values(tmp_path):
     study = open_study(cfg, tmp_path / "j.journal", None)
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
-    tell(study, trial, Outcome("PRUNED", None, {0: 2.0, 1: 1.5}))
+    tell_outcome(study, trial, Outcome("PRUNED", None, {0: 2.0, 1: 1.5}))
     frozen = study.trials[0]
     assert frozen.state == optuna.trial.TrialState.PRUNED
     assert frozen.intermediate_values == {0: 2.0, 1: 1.5}

@@ -128,7 +128,7 @@ def searcher_for(storage, *, metrics=("vuln",), final_epoch=3):
     sp = space(schemes=("searched",))  # continuous weights: no configuration repeats
     sampler = make_sampler("random", sp, seed=0, n_trials=4)
     return make_searcher(
-        sp, sampler=sampler, metrics=metrics, final_epoch=final_epoch, storage=storage
+        sp, sampler=sampler, metrics=metrics, final_epoch=final_epoch, budget=8, storage=storage
     )
 
 
@@ -205,26 +205,43 @@ def test_space_from_config():
     )
 
 
-def test_searcher_redraws_configurations_that_already_ran():
-    storage = optuna.storages.InMemoryStorage()
+def two_config_searcher(storage, budget: int):
     sp = space(pool="s", max_aux=1)  # two configurations: "" and "s"
-    searcher = make_searcher(
+    return make_searcher(
         sp,
         sampler=optuna.samplers.RandomSampler(seed=0),
         metrics=("vuln",),
         final_epoch=1,
+        budget=budget,
         storage=storage,
     )
+
+
+def test_searcher_answers_repeats_and_never_proposes_a_candidate_twice():
+    storage = optuna.storages.InMemoryStorage()
+    searcher = two_config_searcher(storage, budget=4)
     first = decode(searcher.suggest("a"))
     searcher.on_trial_complete("a", {"vuln": 0.7, "epoch": 1, "training_iteration": 1})
     second = decode(searcher.suggest("b"))
     assert {first.aux, second.aux} == {"", "s"}  # the repeat of "a" was drawn again
     study = optuna.load_study(study_name="stage1", storage=storage)
-    repeats = [t for t in study.trials if t.number not in (0, len(study.trials) - 1)]
+    repeats = [t for t in study.trials if t.user_attrs.get("repeat_of") == "a"]
+    assert repeats and len(repeats) == len(study.trials) - 2
     for t in repeats:  # closed with what running them again would have said
         assert t.state.name == "COMPLETE" and t.value == 0.7
-    third = decode(searcher.suggest("c"))  # space exhausted: after the redraws, it runs
-    assert third.aux in ("", "s")
+    # Space exhausted: the two remaining slots are answered, not trained, and the search ends.
+    assert searcher.suggest("c") == "FINISHED"
+    study = optuna.load_study(study_name="stage1", storage=storage)
+    assert study.user_attrs["untrained_slots"] == 2
+    waiting = [t for t in study.trials if t.user_attrs.get("repeat_of") == "b"]
+    assert waiting and all(t.state.name == "RUNNING" for t in waiting)  # "b" still runs
+    searcher.on_trial_complete("b", {"vuln": 0.4, "epoch": 0, "training_iteration": 1})
+    study = optuna.load_study(study_name="stage1", storage=storage)
+    waiting = [t for t in study.trials if t.user_attrs.get("repeat_of") == "b"]
+    assert all(t.state.name == "PRUNED" for t in waiting)  # b's outcome: pruned at epoch 0
+    assert all(t.intermediate_values == {1: 0.4} for t in waiting)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    pickle.loads(pickle.dumps(searcher.__dict__))  # Ray pickles the searcher's state
 
 
 def test_a_trial_the_study_already_closed_may_report_again():
