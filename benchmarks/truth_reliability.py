@@ -54,6 +54,32 @@ def subset_values(images: pd.DataFrame, trials: pd.DataFrame, statistic: str) ->
     return pd.Series(out, dtype=float).sort_index()
 
 
+GOAL = 0.8
+"""The split-half Spearman the default statistic should reach."""
+
+
+def pairwise_spearman(values: pd.DataFrame) -> float:
+    """Mean Spearman correlation of the subsets' values between every two seeds (columns): the
+    reproducibility of a one-seed study."""
+    rhos = []
+    for a, b in itertools.combinations(values.columns, 2):
+        ok = values[a].notna() & values[b].notna()
+        if ok.sum() >= 3:
+            rhos.append(float(spearmanr(values.loc[ok, a], values.loc[ok, b]).statistic))
+    return float(np.mean(rhos)) if rhos else math.nan
+
+
+def seeds_needed(r1: float, goal: float = GOAL) -> float:
+    """Training seeds (both halves together) for a split-half correlation of ``goal``, by the
+    Spearman-Brown prophecy from the one-seed correlation ``r1``: a mean over ``k`` seeds has
+    reliability ``k r1 / (1 + (k - 1) r1)``. Infinite when ``r1 <= 0`` (no signal to average)."""
+    if not r1 > 0:
+        return math.inf
+    if r1 >= goal:
+        return 2.0
+    return 2.0 * math.ceil(round(goal * (1 - r1) / (r1 * (1 - goal)), 9))
+
+
 def split_half_spearman(values: pd.DataFrame) -> tuple[float, float]:
     """Mean and minimum, over every split of the seeds (columns) into two halves, of the
     Spearman correlation between the halves' mean values across subsets (rows)."""
@@ -139,6 +165,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "split-half Spearman (mean)": mean_rho,
                 "split-half Spearman (min)": min_rho,
                 "distinguishable from the best": distinguishable_share(images, trials, name),
+                "one-seed Spearman": pairwise_spearman(values),
+                f"seeds for {GOAL} (Spearman-Brown)": seeds_needed(pairwise_spearman(values)),
             }
         )
     print(f"\n# Reproducibility of the ranking ({len(seeds)} training seeds)\n")

@@ -45,3 +45,22 @@ def test_subset_values_reads_the_worst_case_rows():
     )
     got = subset_values(images, trials, "mean")
     assert got[""] == pytest.approx(0.5) and got["s"] == pytest.approx(0.25)
+
+
+def test_seeds_needed_follows_the_spearman_brown_prophecy():
+    from benchmarks.truth_reliability import seeds_needed
+
+    # r1 = 0.5: a mean of k seeds has reliability k/(k+1); 0.8 needs k = 4 per half
+    assert seeds_needed(0.5) == 8
+    r1 = 0.22  # k = 0.8 * 0.78 / (0.22 * 0.2) = 14.18 -> 15 per half
+    k = seeds_needed(r1) / 2
+    assert k == 15 and k * r1 / (1 + (k - 1) * r1) >= 0.8 > (k - 1) * r1 / (1 + (k - 2) * r1)
+    assert seeds_needed(0.9) == 2 and seeds_needed(0.0) == float("inf")
+
+
+def test_pairwise_spearman_averages_every_pair_of_seeds():
+    from benchmarks.truth_reliability import pairwise_spearman
+
+    base = np.arange(6.0)
+    values = pd.DataFrame({0: base, 1: base, 2: base[::-1]})
+    assert pairwise_spearman(values) == pytest.approx((1.0 - 1.0 - 1.0) / 3)
