@@ -401,6 +401,7 @@ def truth_overrides(overrides: Sequence[str], seed: int, size: int, s1_epochs: i
     return [
         *overrides,
         "search.sampler=grid",
+        "search.encoding=subset",  # the grid enumerates subsets; pinned so runs resume
         "search.n_trials=null",
         f"search.trial_seed={seed}",
         f"stage1.epochs={s1_epochs}",
