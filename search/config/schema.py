@@ -199,6 +199,11 @@ class Stage1Config:
             :mod:`rts.models.output`; what makes the synthetic toy's depth heads trainable).
         resources: this stage's trial resources, overriding ``resources:`` (cheap surrogates
             can share a GPU that stage 2's full models each get alone).
+        design: which candidates stage 1 trains: ``sampler`` (the sampler's ``n_trials``
+            proposals), ``pairs`` (the main task alone and with each pool task: 1 + P trials,
+            Standley et al.'s pairs, for ``model: additive``) or ``triples`` (also with every
+            two pool tasks, for ``model: pairwise``), uniform weights and the first encoder, no
+            pruning; the effect model then predicts every subset from them.
     """
 
     encoder: str = "resnet18"
@@ -213,6 +218,7 @@ class Stage1Config:
     model: Literal["none", "additive", "pairwise"] = "none"
     output_init: str = "default"
     resources: StageResources = field(default_factory=StageResources)
+    design: Literal["sampler", "pairs", "triples"] = "sampler"
 
 
 @dataclass(frozen=True)

@@ -192,6 +192,26 @@ def _check_weighting(cfg: SearchConfig) -> None:
         _fail("weighting.weight_range", f"needs 0 < low < high, got [{low}, {high}]")
 
 
+DESIGN_MODELS = {"pairs": ("additive",), "triples": ("additive", "pairwise")}
+"""The effect models a stage-1 design identifies (pairwise interactions need two auxiliaries
+together, so ``pairs`` fits main effects only)."""
+
+
+def _check_design(cfg: SearchConfig) -> None:
+    s1 = cfg.stage1
+    if s1.design == "sampler":
+        return
+    allowed = DESIGN_MODELS[s1.design]
+    if s1.model not in allowed:
+        _fail(
+            "stage1.design",
+            f"{s1.design} trains only a design: stage 2 needs the effect model's predictions; "
+            f"set stage1.model: {' or '.join(allowed)} (got {s1.model!r})",
+        )
+    if not cfg.pool:
+        _fail("stage1.design", f"{s1.design} needs auxiliary tasks in search.pool")
+
+
 def _check_stages(cfg: SearchConfig) -> None:
     s1, s2 = cfg.stage1, cfg.stage2
     known = encoder_names()
@@ -214,6 +234,7 @@ def _check_stages(cfg: SearchConfig) -> None:
         )
     if s2.epochs < 1:
         _fail("stage2.epochs", f"must be >= 1, got {s2.epochs}")
+    _check_design(cfg)
     if cfg.search.objective == "pareto" and s1.metric == "clean_error":
         _fail("stage1.metric", "clean_error is already the Pareto objective's second axis")
     for name, st in (("stage1", s1), ("stage2", s2)):

@@ -72,11 +72,15 @@ def mean_cost(costs: dict[str, float]) -> float:
 def stage1_epochs_per_trial(cfg: SearchConfig) -> float:
     """Expected epochs of one stage-1 trial (ASHA's rungs; all epochs without pruning)."""
     s1 = cfg.stage1
-    return asha_expected_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, s1.scheduler)
+    scheduler = s1.scheduler if s1.design == "sampler" else "fifo"  # a design is not pruned
+    return asha_expected_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, scheduler)
 
 
 def stage1_trial_count(cfg: SearchConfig) -> int:
-    """Stage-1 trials: ``n_trials``, at most the space size for the grid sampler."""
+    """Stage-1 trials: ``n_trials``, at most the space size for the grid sampler; a design's
+    size for ``stage1.design``."""
+    if cfg.stage1.design != "sampler":
+        return len(Space.from_config(cfg).design(cfg.stage1.design))
     n = cfg.search.n_trials or Space.from_config(cfg).size
     if cfg.sampler == "grid":
         n = min(n, Space.from_config(cfg).size)
@@ -179,6 +183,14 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         if s1.scheduler == "asha"
         else f"no pruning, ranked by {s1.metric}"
     )
+    proposer = f"{cfg.sampler} sampler"
+    if s1.design != "sampler":
+        proposer = (
+            f"{s1.design} design (the main task alone and with each pool task"
+            + (", and with every two" if s1.design == "triples" else "")
+            + f"; stage 2 takes the {s1.model} model's predictions)"
+        )
+        sched = "no pruning"
     attacked = "the main task" if a.target == "main" else "all tasks"
     ratio = plan.units_expected / plan.exhaustive_units if plan.exhaustive_units else math.nan
     lines = [
@@ -190,7 +202,7 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         f"objective: {cfg.search.objective} (minimise the main task's relative vulnerability"
         + (" and its clean error: Pareto front)" if cfg.search.objective == "pareto" else ")"),
         f"mode: {mode_text(mode_name(cfg.search.deterministic), cfg.search.batch)}",
-        f"stage 1 (surrogate): {plan.stage1_trials} trials, {cfg.sampler} sampler, {s1_enc}, "
+        f"stage 1 (surrogate): {plan.stage1_trials} trials, {proposer}, {s1_enc}, "
         f"{s1.epochs} epochs at most, {a.cheap}-{a.cheap_steps} on {attacked} after every "
         f"epoch, {sched}: <= {plan.stage1_epochs_max} trial-epochs, about "
         f"{plan.stage1_epochs_expected:.0f} expected",

@@ -256,6 +256,15 @@ class Space:
                 chosen.append(task)
         return "".join(chosen)
 
+    def design(self, kind: str) -> list[Candidate]:
+        """The candidates of a stage-1 design (``stage1.design``): the main task alone, with
+        each pool task (``pairs``) and with every two (``triples`` adds them); uniform-scheme
+        weights of the first scheme and the first encoder, whatever ``min_aux..max_aux``."""
+        subsets = ["", *self.pool]
+        if kind == "triples":
+            subsets += ["".join(p) for p in itertools.combinations(self.pool, 2)]
+        return [self.candidate(a, self.schemes[0], self.encoders[0]) for a in subsets]
+
     def candidate(
         self,
         aux: str,

@@ -297,6 +297,8 @@ def run_stage1(
     Raises:
         SearchInterrupted: the stage stopped early (Ctrl-C, a lost driver); call again to resume.
     """
+    if cfg.stage1.design != "sampler":
+        return _design_stage1(cfg, paths, trial_fn, echo, callbacks)
     if cfg.search.deterministic:
         from rts.search.engine.batches import run_batched_stage1
 
@@ -305,6 +307,31 @@ def run_stage1(
 
     with journal_at(paths.journal):  # a restored searcher's study goes to this run's journal
         return _stage1(cfg, paths, trial_fn, echo, callbacks)
+
+
+def _design_stage1(
+    cfg: SearchConfig, paths: RunPaths, trial_fn: TrialFn, echo: Echo, callbacks: Sequence[Any]
+) -> Any:
+    """Stage 1 as a fixed design (``stage1.design``): every design candidate trained for the
+    stage's epochs, no sampler and no pruning (deterministic whatever the mode)."""
+    design = Space.from_config(cfg).design(cfg.stage1.design)
+    entries = [{**c.to_config(), "role": "design"} for c in design]
+    return run_fixed(
+        cfg,
+        paths,
+        trial_fn,
+        1,
+        paths.ray,
+        "stage1",
+        entries,
+        echo,
+        title="stage 1",
+        announce=(
+            f"stage 1: {cfg.stage1.design} design, {len(entries)} trials ({cfg.stage1.epochs} "
+            f"epochs each, no pruning; stage 2 takes the {cfg.stage1.model} model's predictions)"
+        ),
+        callbacks=callbacks,
+    )
 
 
 def _stage1(

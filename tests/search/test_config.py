@@ -96,6 +96,8 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("name=a/b", "name: bad run name 'a/b'"),
         ("resources.device=tpu", "resources.device: unknown device 'tpu'"),
         ("resources.max_retries=-2", "resources.max_retries: must be >= -1 (-1 = retry forever)"),
+        ("stage1.design=pairs", "stage1.design: pairs trains only a design: stage 2 needs the"),
+        ("stage1.design=lattice", "stage1.design: unknown value 'lattice'; choose from sampler"),
         ("data.workers=-1", "data.workers: must be >= 0 (0 = decode in the trial's process)"),
         ("data.source=/no/such/folder", "data.source: '/no/such/folder' is neither 'synthetic'"),
         ("search", "bad override 'search'; write key=value"),

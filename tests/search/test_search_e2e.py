@@ -398,3 +398,31 @@ def test_effect_model_sends_predicted_untried_subsets_to_stage_2(local_ray, tmp_
     assert (predicted.loc[predicted["aux"] == best, "surrogate_trial_id"] == "").all()
     assert (s2["status"] == "completed").all()
     assert out.summary.recommended_aux == best
+
+
+def test_pairs_design_trains_the_main_task_alone_and_with_each_task(local_ray, tmp_path):
+    """stage1.design: pairs trains 1 + P models (no sampler, no pruning); the additive model
+    fitted on them predicts the oracle's best subset, which stage 2 then trains."""
+    pool = "sDnkE"
+    cfg = load_config(
+        None,
+        [
+            "name=pairs",
+            f"search.pool={pool}",
+            "search.max_aux=5",
+            "search.encoders=[resnet18]",
+            "stage1.design=pairs",
+            "stage1.model=additive",
+            "stage1.epochs=2",
+            "stage2.top_k=1",
+            "stage2.epochs=1",
+            "stage2.uniform_twins=false",
+        ],
+    )
+    out = run_search(cfg, storage=tmp_path, trial_fn=FakeTrial())
+    s1 = out.trials[out.trials["stage"] == 1]
+    assert sorted(s1["aux"]) == sorted(["", *pool]) and (s1["role"] == "design").all()
+    assert (s1["status"] == "completed").all() and (s1["epochs"] == 2).all()
+    best = "".join(k for k in pool if MARGINAL[k] < 0)
+    s2 = out.trials[out.trials["stage"] == 2]
+    assert set(s2["aux"]) == {best, ""} and out.summary.recommended_aux == best

@@ -255,3 +255,15 @@ def test_a_trial_the_study_already_closed_may_report_again():
     searcher.on_trial_complete("t", {"vuln": 0.5, "epoch": 3, "training_iteration": 4})
     trial = optuna.load_study(study_name="stage1", storage=storage).trials[0]
     assert trial.state.name == "COMPLETE" and trial.value == 0.4  # the study's record stands
+
+
+def test_designs_are_the_main_task_alone_with_each_task_and_each_two():
+    sp = space(min_aux=2, max_aux=3)  # a design ignores the bounds: it is for the effect model
+    pool = sp.pool
+    pairs = [c.aux for c in sp.design("pairs")]
+    assert pairs == ["", *pool]
+    triples = [c.aux for c in sp.design("triples")]
+    n = len(pool)
+    assert len(triples) == 1 + n + n * (n - 1) // 2 and len(set(triples)) == len(triples)
+    assert all(len(a) <= 2 for a in triples)
+    assert {c.encoder for c in sp.design("triples")} == {sp.encoders[0]}
