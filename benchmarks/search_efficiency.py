@@ -78,6 +78,9 @@ class Budget:
         metric: ``stage1.metric`` (what ranks and prunes stage 1).
         grace: ``stage1.grace_period``.
         baseline: ``stage2.baseline`` (also train the single-task model in full).
+        encoding: ``search.encoding`` (``per_task``, the default, or ``subset``).
+        model: ``stage1.model`` (``none``, ``additive``, ``pairwise``).
+        design: ``stage1.design`` (``sampler``, ``pairs``, ``triples``).
     """
 
     name: str
@@ -89,6 +92,9 @@ class Budget:
     metric: str = "vuln"
     grace: int = 1
     baseline: bool = True
+    encoding: str = "per_task"
+    model: str = "none"
+    design: str = "sampler"
 
     def overrides(self) -> list[str]:
         """The config overrides that turn the ground-truth study into this search."""
@@ -104,6 +110,9 @@ class Budget:
             f"stage2.top_k={self.top_k}",
             f"stage2.baseline={str(self.baseline).lower()}",
             "stage2.uniform_twins=false",
+            f"search.encoding={self.encoding}",
+            f"stage1.model={self.model}",
+            f"stage1.design={self.design}",
         ]
 
 
@@ -111,6 +120,9 @@ BUDGETS: dict[str, Budget] = {
     b.name: b
     for b in (
         Budget("tpe-8x1", "tpe", 8, 1),
+        Budget("tpe-8x1-subset", "tpe", 8, 1, encoding="subset"),
+        Budget("tpe-8x1-additive", "tpe", 8, 1, model="additive"),
+        Budget("pairs-additive", "grid", None, 1, model="additive", design="pairs"),
         Budget("tpe-4x2", "tpe", 4, 2),
         Budget("tpe-6x2-asha", "tpe", 6, 2, "asha"),
         Budget("random-8x1", "random", 8, 1),
@@ -534,7 +546,8 @@ def evaluate(
     seed_sd = truth_seed_sd(per_seed)
     rows = []
     for budget in budgets:
-        for seed in seeds:
+        # a design ignores the sampler: every sampler seed would train the same trials
+        for seed in seeds if budget.design == "sampler" else seeds[:1]:
             over = [
                 *overrides,
                 *budget.overrides(),
