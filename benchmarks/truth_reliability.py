@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from benchmarks.search_efficiency import markdown, truth_overrides, truth_tied
+from benchmarks.search_efficiency import markdown, truth_overrides, truth_tied, truth_units
 from rts.attacks.statistics import STATISTICS, get_statistic
 
 DEFAULT_CONFIG = "configs/rq1-tasks-norms-budgets-synthetic.yaml"
@@ -111,6 +111,56 @@ def distinguishable_share(
     return float((~others["tied"]).mean())
 
 
+def versus_single_task(
+    images: dict[int, pd.DataFrame], trials: dict[int, pd.DataFrame], statistic: str
+) -> pd.DataFrame:
+    """RQ1 on the truth: every subset's statistic over all seeds × images with its interval, and
+    its paired difference to the single-task model (``""``) with its interval: ``more robust``
+    (interval below 0), ``less robust`` (above 0) or ``tied``."""
+    from rts.attacks.statistics import interval, paired_difference
+
+    units = truth_units(images, trials)
+    clean = units.pivot_table(index="unit", columns="key", values="clean_error").dropna()
+    adv = units.pivot_table(index="unit", columns="key", values="adv_error").loc[clean.index]
+    rows = []
+    for key in clean.columns:
+        pair = (clean[key].to_numpy(), adv[key].to_numpy())
+        value, lo, hi = interval(*pair, statistic)
+        d = (0.0, 0.0, 0.0)
+        if key != "":
+            d = paired_difference(pair, (clean[""].to_numpy(), adv[""].to_numpy()), statistic)
+        verdict = "more robust" if d[2] < 0 else "less robust" if d[1] > 0 else "tied"
+        rows.append(
+            {
+                "aux": key or "(none)",
+                "value": value,
+                "low": lo,
+                "high": hi,
+                "minus single-task": d[0],
+                "diff low": d[1],
+                "diff high": d[2],
+                "verdict": verdict if key else "single-task model",
+            }
+        )
+    return pd.DataFrame(rows).sort_values("value").reset_index(drop=True)
+
+
+def marginal_effects(values: pd.DataFrame, pool: str) -> pd.DataFrame:
+    """RQ2 on the truth: each pool task's additive effect on the statistic (ridge fit over every
+    subset and seed, bootstrap intervals over those trials; :mod:`rts.search.results.effects`)."""
+    from rts.search.results.effects import fit_effects
+
+    long = values.stack().dropna()
+    subsets = [str(a) for a in long.index.get_level_values(0)]
+    model = fit_effects(subsets, long.to_numpy(), pool, "additive", n_boot=500)
+    table = model.table()
+    table["verdict"] = [
+        "raises it" if lo > 0 else "lowers it" if hi < 0 else "no clear effect"
+        for lo, hi in zip(table["low"], table["high"], strict=True)
+    ]
+    return table.reset_index(drop=True)
+
+
 def run_seed(config: str, seed: int, storage: str, overrides: Sequence[str], fake: bool):
     """One exhaustive run under training seed ``seed``: (stage-2 trials, images, wall s)."""
     from rts.search.config.convert import load_config, resolve
@@ -171,6 +221,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     print(f"\n# Reproducibility of the ranking ({len(seeds)} training seeds)\n")
     print(markdown(pd.DataFrame(rows)))
+
+    default = "mean"  # the paper's statistic, and the most reproducible one measured here
+    values = pd.DataFrame({s: subset_values(images[s], trials[s], default) for s in seeds})
+    print(
+        f"\n# The truth against the single-task model ({default} statistic, {len(seeds)} seeds)\n"
+    )
+    versus = versus_single_task(images, trials, default)
+    worse = values.gt(values.loc[""], axis=1).sum(axis=1)  # per seed, not pooled
+    versus["seeds less robust"] = [
+        "" if a == "(none)" else f"{int(worse[a])}/{values.loc[a].notna().sum()}"
+        for a in versus["aux"]
+    ]
+    print(markdown(versus))
+    print(
+        "\n(intervals: bootstrap over seed × image units; 'seeds less robust': in how many "
+        "training seeds the subset's own value is above the single-task model's)"
+    )
+    pool = "".join(dict.fromkeys("".join(values.index)))
+    print(f"\n# Marginal effect of each auxiliary task ({default} statistic, additive fit)\n")
+    print(markdown(marginal_effects(values, pool)))
 
     skill = pd.DataFrame(
         {s: trials[s].set_index("aux")["skill"] for s in seeds if "skill" in trials[s]}
