@@ -38,6 +38,7 @@ class Summary:
             uniform already or the twin was not trained).
         best_uniform_aux: the most robust uniform-weight multi-task candidate of stage 2.
         best_uniform_vuln: its vulnerability.
+        uniform_low, uniform_high, best_uniform_low, best_uniform_high: their 95 % intervals.
         stage1_trials, stage1_completed, stage1_pruned, stage1_failed: stage-1 counts.
         stage2_trials, stage2_failed: stage-2 counts.
         cost_units: compute spent, in ResNet18-epoch equivalents (stage 1 + stage 2).
@@ -113,6 +114,10 @@ class Summary:
     batch: int = 0
     seeds: int = 1
     stage1_repeats: int = 0
+    uniform_low: float = math.nan
+    uniform_high: float = math.nan
+    best_uniform_low: float = math.nan
+    best_uniform_high: float = math.nan
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -208,7 +213,16 @@ def summarize(
         baseline_skill=_value(base, "skill"),
         skill_flags=_skill_flags(seeded, space.main),
         statistic=statistic,
-        **_noise(done, seeded, images, aggregate, statistic, seed, space.main),
+        **_noise(
+            done,
+            seeded,
+            images,
+            aggregate,
+            statistic,
+            seed,
+            space.main,
+            {"uniform": twin, "best_uniform": best_u},
+        ),
         seeds=int(done["n_seeds"].max()) if len(done) else 1,
         mode=mode,
         batch=batch,
@@ -224,9 +238,11 @@ def _noise(
     statistic: str,
     seed: int,
     main: str,
+    others: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Intervals, the tied set and the baseline test from the per-image errors (pooled over
-    the training seeds: ``done`` has one row per candidate, ``seeded`` one per trial)."""
+    the training seeds: ``done`` has one row per candidate, ``seeded`` one per trial);
+    ``others``: more rows (by field prefix, e.g. ``uniform``) whose intervals to report."""
     enc = str(done["encoder"].iloc[0]) if len(done) else ""
     comp = compare_candidates(
         done, seeded, images, aggregate=aggregate, statistic=statistic, seed=seed, encoder=enc
@@ -237,6 +253,10 @@ def _noise(
     labels = {str(r["trial_id"]): short_label(main, str(r["aux"])) for _, r in done.iterrows()}
     rec_id, baseline = comp.best, comp.baseline
     out: dict[str, Any] = {"tied": tuple(labels[k] for k in comp.tied if k in labels)}
+    for prefix, row in others.items():
+        key = str(row.get("trial_id", "")) if len(row) else ""
+        if key in table.index:
+            out[f"{prefix}_low"], out[f"{prefix}_high"] = table.loc[key, ["low", "high"]]
     if rec_id in table.index:
         out["vuln_low"], out["vuln_high"] = table.loc[rec_id, ["low", "high"]]
     if baseline and baseline in table.index:
@@ -358,13 +378,15 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             lines.append("| single-task baseline | not trained (stage2.baseline: false) | | |")
         if not math.isnan(s.uniform_vuln):
             lines.append(
-                f"| same tasks, uniform weights | {s.uniform_vuln:.4g} "
+                "| same tasks, uniform weights | "
+                f"{format_interval(s.uniform_vuln, s.uniform_low, s.uniform_high)} "
                 f"({_pct(s.vuln, s.uniform_vuln)} for the recommendation) | | |"
             )
         if s.best_uniform_aux and s.best_uniform_aux != s.recommended_aux:
             lines.append(
                 f"| best uniform-weight alternative: {tasks_label(s.main, s.best_uniform_aux)} "
-                f"| {s.best_uniform_vuln:.4g} | | |"
+                f"| {format_interval(s.best_uniform_vuln, s.best_uniform_low, s.best_uniform_high)}"
+                " | | |"
             )
         elif s.best_uniform_aux == s.recommended_aux and s.best_uniform_aux:
             lines.append("| (the recommendation is also the best uniform-weight candidate) | | | |")

@@ -313,6 +313,10 @@ def test_summary_with_per_image_errors_gives_intervals_ties_and_the_baseline_tes
     text = format_summary(s)
     assert "significantly more robust than the single-task model" in text
     assert "| recommended: d + {s} | 0.5" in text and "[" in text.split("recommended:")[1]
+    # the uniform twin (s2-0003, 0.7) and the best uniform alternative (s2-0001, 0.6) too
+    assert s.uniform_low < 0.7 < s.uniform_high and s.best_uniform_low < 0.6 < s.best_uniform_high
+    assert "| same tasks, uniform weights | 0.7 [" in text
+    assert "| best uniform-weight alternative: d + {s, k} | 0.6 [" in text
     noisy = _images({k: 0.5 for k in levels}, noise=0.6, n=12)
     t = summary(noisy)
     assert t.significant is False
