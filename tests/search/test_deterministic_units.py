@@ -231,11 +231,16 @@ CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_every_shipped_config_is_deterministic(path):
+    from rts.search.config.schema import is_multi
+    from rts.search.config.studies import study_configs
+
     cfg = resolve(load_config(path, ["data.source=synthetic"]))
-    assert cfg.search.deterministic
-    if cfg.sampler == "grid" and cfg.stage1.scheduler == "fifo":
-        # Nothing depends on the batch there: it must not cap the parallelism.
-        assert cfg.search.batch >= cfg.search.n_trials
+    for study in study_configs(cfg) if is_multi(cfg) else [cfg]:  # one per main task
+        study = resolve(study)
+        assert study.search.deterministic
+        if study.sampler == "grid" and study.stage1.scheduler == "fifo":
+            # Nothing depends on the batch there: it must not cap the parallelism.
+            assert study.search.batch >= study.search.n_trials
 
 
 def test_the_report_records_the_mode():
