@@ -74,5 +74,54 @@ def recommendation(run: RunData, table: pd.DataFrame | None = None) -> dict[str,
         change=(float(best["target"]) - baseline) / baseline
         if baseline and not math.isnan(baseline)
         else math.nan,
+        seeds=_seeds(run),
     )
+    out.update(_against_noise(run, str(best["combo"]), str(single.get("combo", ""))))
+    return out
+
+
+def _seeds(run: RunData) -> int:
+    """Training seeds of the run's stage-2 trials (1 for runs without a ``seed`` column)."""
+    s2 = run.trials[run.trials["stage"] == 2]
+    return int(s2["seed"].nunique()) if "seed" in s2 and len(s2) else 1
+
+
+def _against_noise(run: RunData, best: str, baseline: str) -> dict[str, Any]:
+    """The recommendation's and the baseline's intervals and their paired difference, from the
+    run's per-image worst-case errors (paired over the same images and training seeds); ``{}``
+    when the run has none."""
+    from rts.search.results.recommend import compare
+
+    images = run.images
+    if images.empty or "attack" not in images or not (images["attack"] == "worst").any():
+        return {}
+    t = run.trials[run.trials["stage"] == 2].set_index("trial_id")
+    w = images[(images["attack"] == "worst") & images["trial_id"].isin(t.index)]
+    seed = t["seed"] if "seed" in t else pd.Series(0, index=t.index)
+    frame = pd.DataFrame(
+        {
+            "key": w["trial_id"].map(t["combo"]).to_numpy(),
+            "unit": [f"{seed[i]}:{k}" for i, k in zip(w["trial_id"], w["image"], strict=True)],
+            "clean_error": w["clean_error"].to_numpy(),
+            "adv_error": w["adv_error"].to_numpy(),
+        }
+    )
+    cfg = run.config.get("attack", {}) if isinstance(run.config, dict) else {}
+    statistic = str(cfg.get("statistic", "mean")) if isinstance(cfg, dict) else "mean"
+    comp = compare(frame, statistic, baseline=baseline, best=best)
+    if comp is None or best not in set(comp.table["key"]):
+        return {}
+    table = comp.table.set_index("key")
+    out: dict[str, Any] = {
+        "statistic": statistic,
+        "target_low": float(table.loc[best, "low"]),
+        "target_high": float(table.loc[best, "high"]),
+    }
+    if comp.baseline and comp.baseline != best:
+        out.update(
+            baseline_low=float(table.loc[comp.baseline, "low"]),
+            baseline_high=float(table.loc[comp.baseline, "high"]),
+            diff=comp.vs_baseline,
+            significant=comp.significant,
+        )
     return out

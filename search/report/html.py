@@ -272,6 +272,12 @@ def _skill_lines(rec: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _interval(rec: Mapping[str, Any], key: str) -> str:
+    """`` [low, high]`` of ``rec[key]`` when the run gave one, else ``""``."""
+    lo, hi = rec.get(f"{key}_low", math.nan), rec.get(f"{key}_high", math.nan)
+    return "" if math.isnan(lo) or math.isnan(hi) else f" [{fmt(lo)}, {fmt(hi)}]"
+
+
 def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[str]:
     """The recommendation as plain sentences (Markdown emphasis, escaped later for HTML)."""
     lines: list[str] = []
@@ -292,10 +298,11 @@ def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[st
         if not aux
         else (f"main task **{rec['main']}** with auxiliary task(s) **{aux}**")
     )
+    target = f"**{fmt(rec['target'])}**" + _interval(rec, "target")
     lines.append(
         f"Most robust combination found: **{rec['tasks']}**, {what}, weights {rec['weights']}, "
         f"encoder {rec['encoder'] or '?'}: worst-case relative vulnerability "
-        f"**{fmt(rec['target'])}** ({rec['target_attack']}), clean error "
+        f"{target} ({rec['target_attack']}), clean error "
         f"{fmt(rec['clean_error'])}; best of {rec['n']} combination(s) with a target."
     )
     notes = _skill_lines(rec)
@@ -305,13 +312,40 @@ def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[st
             "No auxiliary task set that was tried made the main task more robust than training "
             "it alone."
         )
+    elif not math.isnan(rec["baseline"]) and "diff" in rec:
+        d, lo, hi = rec["diff"]
+        base = f"{fmt(rec['baseline'])}{_interval(rec, 'baseline')}"
+        paired = f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}], paired over the same images"
+        if rec["significant"]:
+            lines.append(
+                f"The single-task model {rec['main']} has {base}: the auxiliary tasks change "
+                f"its vulnerability by **{_pct(rec['change'])}** (difference {paired})."
+            )
+        else:
+            lines.append(
+                f"**Not significant**: the single-task model {rec['main']} has {base}; the "
+                f"difference, {paired}, includes 0: treat them as tied."
+            )
     elif not math.isnan(rec["baseline"]):
         lines.append(
             f"The single-task model {rec['main']} has {fmt(rec['baseline'])}: the auxiliary "
-            f"tasks change its vulnerability by **{_pct(rec['change'])}**."
+            f"tasks change its vulnerability by **{_pct(rec['change'])}** (no per-image errors "
+            "in this run to test it against the noise)."
         )
     else:
         lines.append("The single-task model was not attacked in stage 2, so no baseline.")
+    if rec.get("seeds", 1) == 1 and "target_low" in rec:
+        lines.append(
+            "One training seed: these intervals cover the attacked images, not the training "
+            "seed, which can reorder candidates by more than that (docs/studies.md: one seed's "
+            "ranking of the toy's subsets agrees with another's at Spearman 0.55); confirm "
+            "with `stage2.seeds: K`."
+        )
+    elif rec.get("seeds", 1) > 1:
+        lines.append(
+            f"Values are means over {rec['seeds']} training seeds; intervals and the paired "
+            "test span seeds × images."
+        )
     s = rec.get("surrogate")
     if s:
         saved = ""

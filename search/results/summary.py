@@ -430,6 +430,11 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
         ),
     ]
     lines.append(f"Mode: {mode_text(s.mode, s.batch)}.")
+    if s.seeds == 1 and not math.isnan(s.vuln_low):
+        lines.append(
+            "Seeds: one training seed; the intervals cover the attacked images, not the seed, "
+            "which can reorder candidates by more (stage2.seeds: K trains each K times)."
+        )
     if s.seeds > 1:
         lines.append(
             f"Seeds: every stage-2 model trained under {s.seeds} training seeds; its values are "
