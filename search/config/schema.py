@@ -14,7 +14,7 @@ from typing import Literal
 
 from rts.tasks.registry import TASK_KEYS, canonical_tasks
 
-Sampler = Literal["tpe", "random", "nsga2", "grid"]
+Sampler = Literal["tpe", "random", "nsga2", "grid", "gp"]
 
 
 Objective = Literal["vulnerability", "pareto"]

@@ -311,13 +311,15 @@ def candidate_key(config: Mapping[str, Any]) -> tuple[str, str, str, str]:
 def make_sampler(
     name: str, space: Space, *, seed: int, n_trials: int
 ) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``name`` (``tpe``, ``random``, ``nsga2``, ``grid``), seeded.
+    """The Optuna sampler ``name`` (``tpe``, ``random``, ``nsga2``, ``grid``, ``gp``), seeded.
 
     TPE starts with random trials scaled to the budget (a third of it, 3 to 10), models the
     parameters jointly (``multivariate``, ``group`` for the conditional ones) and uses
     ``constant_liar`` so concurrent trials are not all proposed at the same point. NSGA-II's
     population is a quarter of the budget (4 to 50), so a small budget still evolves for a few
-    generations. ``grid`` enumerates :meth:`Space.grid_space` in a seeded random order.
+    generations. ``grid`` enumerates :meth:`Space.grid_space` in a seeded random order. ``gp``
+    is Optuna's Gaussian-process sampler (the same random start as TPE), for small budgets over
+    the per-task encoding's yes/no parameters.
     """
     import optuna
 
@@ -333,6 +335,12 @@ def make_sampler(
             )
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
+    if name == "gp":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=max(3, min(10, n_trials // 3))
+            )
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(
             seed=seed, population_size=max(4, min(50, n_trials // 4))
@@ -341,7 +349,7 @@ def make_sampler(
         from rts.search.engine.searcher import ExhaustiveGridSampler
 
         return ExhaustiveGridSampler(space.grid_space(), seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; choose from tpe, random, nsga2, grid")
+    raise ValueError(f"unknown sampler {name!r}; choose from tpe, random, nsga2, grid, gp")
 
 
 def make_searcher(

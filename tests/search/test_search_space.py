@@ -91,7 +91,7 @@ def test_define_by_run_respects_the_limits_and_asks_weights_only_for_chosen_task
 
 
 @pytest.mark.parametrize(("low", "high"), [(0, 4), (1, 3), (2, 2), (0, 1), (3, 4)])
-@pytest.mark.parametrize("sampler", ["random", "tpe"])
+@pytest.mark.parametrize("sampler", ["random", "tpe", "gp"])
 def test_per_task_encoding_never_leaves_min_aux_to_max_aux(low, high, sampler):
     sp = space(min_aux=low, max_aux=high, encoding="per_task")
     seen = set()
