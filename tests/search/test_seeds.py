@@ -12,22 +12,11 @@ from rts.search.config.convert import load_config
 from rts.search.results.candidates import per_candidate, pooled_images
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
-from tests.search.tiny import TINY_REAL_SEARCH
+from tests.search.tiny import TINY_FAKE_GRID, TINY_REAL_SEARCH
 
 ray = pytest.importorskip("ray")
 
-FAKE = [
-    "search.pool=sD",
-    "search.max_aux=2",
-    "search.sampler=grid",
-    "search.encoders=[resnet18]",
-    "stage1.epochs=1",
-    "stage1.scheduler=fifo",
-    "stage2.top_k=3",
-    "stage2.epochs=1",
-    "stage2.uniform_twins=false",
-    "search.seed=5",
-]
+FAKE = [*TINY_FAKE_GRID, "stage2.top_k=3", "search.seed=5"]
 
 
 def test_per_candidate_means_over_seeds_and_pools_units():

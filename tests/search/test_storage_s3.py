@@ -15,6 +15,7 @@ from rts.cli import main
 from rts.search.config.convert import load_config
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
+from tests.search.tiny import TINY_FAKE_GRID
 
 ray = pytest.importorskip("ray")
 moto_server = pytest.importorskip("moto.server", reason="moto[server] (the [dev] extra)")
@@ -47,21 +48,7 @@ def s3(monkeypatch):
 @pytest.mark.slow
 def test_search_writes_to_s3_and_report_reads_it_back(s3, local_ray, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(storage.STAGING_ENV, str(tmp_path / "staging"))
-    cfg = load_config(
-        None,
-        [
-            "name=s3run",
-            "search.pool=sD",
-            "search.max_aux=2",
-            "search.sampler=grid",
-            "search.encoders=[resnet18]",
-            "stage1.epochs=1",
-            "stage1.scheduler=fifo",
-            "stage2.top_k=1",
-            "stage2.epochs=1",
-            "stage2.uniform_twins=false",
-        ],
-    )
+    cfg = load_config(None, ["name=s3run", *TINY_FAKE_GRID, "stage2.top_k=1"])
     uri = "s3://bucket/runs"
     out = run_search(cfg, storage=uri, trial_fn=FakeTrial())
     assert out.paths.remote == "s3://bucket/runs/s3run"

@@ -20,3 +20,16 @@ TINY_REAL_SEARCH: tuple[str, ...] = (
     "attack.steps=1",
 )
 """``key=value`` overrides (add a ``name=``): real training and attacks, 4 attacked images."""
+
+TINY_FAKE_GRID: tuple[str, ...] = (
+    "search.pool=sD",
+    "search.max_aux=2",
+    "search.sampler=grid",
+    "search.encoders=[resnet18]",
+    "stage1.epochs=1",
+    "stage1.scheduler=fifo",
+    "stage2.epochs=1",
+    "stage2.uniform_twins=false",
+)
+"""Overrides for an exhaustive search of the 4 subsets of ``sD`` on fake trials, one epoch per
+stage, no uniform twins (add ``name=`` and ``stage2.top_k=``)."""
