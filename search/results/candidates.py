@@ -124,15 +124,12 @@ def compare_candidates(
     return compare(frame, statistic, baseline=baseline, best=str(rec["trial_id"]), seed=seed)
 
 
-def candidate_table(
-    done: pd.DataFrame, images: pd.DataFrame | None, **settings: Any
-) -> pd.DataFrame:
-    """``candidates.parquet``: :data:`CANDIDATE_COLUMNS`, best first (``settings``: those of
-    :func:`compare_candidates`)."""
+def candidate_table(done: pd.DataFrame, comp: Comparison | None) -> pd.DataFrame:
+    """``candidates.parquet``: :data:`CANDIDATE_COLUMNS`, best first; intervals and ties from
+    ``comp`` (:func:`compare_candidates` of the same rows; ``None``: left empty)."""
     cands = per_candidate(done)
     if cands.empty:
         return pd.DataFrame(columns=list(CANDIDATE_COLUMNS))
-    comp = compare_candidates(cands, done, images, **settings)
     cands["vuln_low"] = cands["vuln_high"] = math.nan
     cands["tied_with_best"] = pd.NA
     if comp is not None:

@@ -38,7 +38,7 @@ from rts.search.engine.stages import (
     run_stage2,
 )
 from rts.search.engine.trial import TrialFn
-from rts.search.results.candidates import candidate_table
+from rts.search.results.candidates import candidate_table, compare_candidates, per_candidate
 from rts.search.results.collect import collect_stage
 from rts.search.results.select import add_surrogate_columns, select_stage2, with_seeds
 from rts.search.results.summary import Summary, format_summary, summarize
@@ -203,6 +203,17 @@ def _write_results(
     """Join both stages, write the tables and the summary, and return them."""
     trials = pd.concat([s1.trials, add_surrogate_columns(s2.trials, s1.trials)], ignore_index=True)
     history = pd.concat([s1.history, s2.history], ignore_index=True)
+    s2t = s2.trials
+    done = s2t[(s2t["status"] == "completed") & s2t["vuln"].notna()] if len(s2t) else s2t
+    comparison = compare_candidates(  # once: the summary's and candidates.parquet's intervals
+        per_candidate(done),
+        done,
+        s2.images,
+        aggregate=cfg.attack.aggregate,
+        statistic=cfg.attack.statistic,
+        seed=cfg.trial_seed,
+        encoder=space.encoders[0],
+    )
     summary = summarize(
         s1.trials,
         s2.trials,
@@ -217,6 +228,7 @@ def _write_results(
         mode=mode_name(cfg.search.deterministic),
         batch=cfg.search.batch if cfg.search.deterministic else 0,
         repeats=answered_repeats(paths.journal),
+        comparison=comparison,
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)
@@ -224,15 +236,7 @@ def _write_results(
     attacks = keep_added_rows(s2.attacks, paths.attacks, ATTACK_KEY, budget)
     write_parquet(keep_added_rows(s2.images, paths.images, IMAGE_KEY, budget), paths.images)
     write_parquet(attacks, paths.attacks)
-    done = s2.trials[s2.trials["status"] == "completed"] if len(s2.trials) else s2.trials
-    cands = candidate_table(
-        done[done["vuln"].notna()] if len(done) else done,
-        s2.images,
-        aggregate=cfg.attack.aggregate,
-        statistic=cfg.attack.statistic,
-        seed=cfg.trial_seed,
-        encoder=space.encoders[0],
-    )
+    cands = candidate_table(done, comparison)
     write_parquet(cands, paths.candidates)
     atomic_write_text(paths.summary_json, summary.to_json())
     atomic_write_text(paths.summary_md, format_summary(summary, paths.location) + "\n")

@@ -15,7 +15,7 @@ from rts.search.engine.plan import exhaustive_cost, mode_text
 from rts.search.engine.space import Space
 from rts.search.results.candidates import compare_candidates, per_candidate, recommend
 from rts.search.results.pareto import pareto_ranks
-from rts.search.results.recommend import best_row
+from rts.search.results.recommend import Comparison, best_row
 from rts.tasks.weights import format_weights
 
 
@@ -143,6 +143,7 @@ def summarize(
     mode: str = "asynchronous",
     batch: int = 0,
     repeats: int = 0,
+    comparison: Comparison | None = None,
 ) -> Summary:
     """The summary of a finished search (see :class:`Summary`); ``images`` (the stage-2
     per-image errors) gives the intervals, the tied set and the baseline test; ``repeats``
@@ -222,6 +223,7 @@ def summarize(
             seed,
             space.main,
             {"uniform": twin, "best_uniform": best_u},
+            comparison,
         ),
         seeds=int(done["n_seeds"].max()) if len(done) else 1,
         mode=mode,
@@ -239,14 +241,16 @@ def _noise(
     seed: int,
     main: str,
     others: Mapping[str, Mapping[str, Any]],
+    comp: Comparison | None = None,
 ) -> dict[str, Any]:
     """Intervals, the tied set and the baseline test from the per-image errors (pooled over
     the training seeds: ``done`` has one row per candidate, ``seeded`` one per trial);
     ``others``: more rows (by field prefix, e.g. ``uniform``) whose intervals to report."""
-    enc = str(done["encoder"].iloc[0]) if len(done) else ""
-    comp = compare_candidates(
-        done, seeded, images, aggregate=aggregate, statistic=statistic, seed=seed, encoder=enc
-    )
+    if comp is None:  # not given: compare here
+        enc = str(done["encoder"].iloc[0]) if len(done) else ""
+        comp = compare_candidates(
+            done, seeded, images, aggregate=aggregate, statistic=statistic, seed=seed, encoder=enc
+        )
     if comp is None:
         return {}
     table = comp.table.set_index("key")
