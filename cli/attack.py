@@ -340,7 +340,7 @@ def attack_checkpoint(args: argparse.Namespace, parsed: Mapping[str, Any], ckpt:
     if len(data) == 0:
         raise ValueError(f"the {args.split} split of {spec.source!r} is empty")
     total = min(len(data), args.n) if args.n else len(data)
-    data = data.subset(list(range(total)))
+    data = data.head(total)
 
     with tqdm(total=total, unit="img", desc="attack", disable=args.no_progress) as bar:
         per_image = attack_per_image(

@@ -228,6 +228,13 @@ class TaskDataset(torch.utils.data.Dataset):
         names = [self.names[int(i)] for i in index]
         return TaskDataset(self.tasks, self.convention, names, self._source.subset(index))
 
+    def head(self, n: int) -> TaskDataset:
+        """The first ``n`` samples (all if fewer) as a view: no copy of a cached or mapped store."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"n must be an integer >= 0, got {n!r}")
+        n = min(n, len(self))
+        return TaskDataset(self.tasks, self.convention, self.names[:n], self._source.slice(0, n))
+
     def batches(
         self,
         batch_size: int,

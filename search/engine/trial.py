@@ -196,7 +196,7 @@ def data_spec(data: DataConfig) -> Any:
 def attack_probe(spec: TrialSpec, val_set: Any) -> Any:
     """The images every trial is attacked on: the first ``attack.images`` of ``val_set``."""
     n = len(val_set) if spec.attack.images is None else min(len(val_set), spec.attack.images)
-    return val_set.subset(list(range(n)))
+    return val_set.head(n)
 
 
 def _trivial_errors(spec: TrialSpec, train_set: Any, val_set: Any) -> dict[str, float]:

@@ -75,3 +75,18 @@ def test_a_build_that_fails_leaves_nothing_half_written(tmp_path):
     got = cached(tmp_path, "k", lambda: store)
     assert got[0] == names and torch.equal(got[2]["x"], store[2]["x"])
     assert Path(tmp_path / "k" / "index.json").is_file()
+
+
+def test_head_is_a_view_of_the_mapped_store_with_the_first_samples(tmp_path):
+    train, _ = load_data(DataSpec(**SPEC, cache_dir=str(tmp_path)), "sd")
+    head = train.head(3)
+    assert head.names == train.names[:3] and len(head) == 3
+    x, y = next(head.batches(8))
+    xs, ys = next(train.subset([0, 1, 2]).batches(8))
+    assert torch.equal(x, xs) and torch.allclose(y["d"], ys["d"], equal_nan=True)
+    # no copy: the head's images live in the same (memory-mapped) storage as the whole set
+    store = train._source.images.untyped_storage().data_ptr()
+    assert head._source.images.untyped_storage().data_ptr() == store
+    assert len(train.head(10_000)) == len(train) and len(train.head(0)) == 0
+    with pytest.raises(ValueError, match="n must be an integer >= 0, got -1"):
+        train.head(-1)
