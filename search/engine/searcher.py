@@ -82,9 +82,12 @@ class StagedOptunaSearch(OptunaSearch):
     repeat is *answered*: its study trial is told the earlier trial's outcome (at once when that
     trial has finished, else when it finishes; meanwhile it stays running, which TPE's constant
     liar already accounts for) and marked with the user attribute :data:`REPEAT_OF`. The sampler
-    is asked again, up to :data:`MAX_REDRAWS` times; when it still repeats (a space smaller
-    than the budget) that slot of the ``budget`` is answered too instead of trained, and the
-    search ends once every slot is used (:data:`UNTRAINED` counts the slots answered).
+    is asked again, up to :data:`MAX_REDRAWS` times; a model-based sampler that has settled on
+    a few candidates can keep repeating them while untried ones remain, so then a uniform
+    random sampler (seeded from ``redraw_seed`` and the study's trial count: reproducible) is
+    asked up to :data:`MAX_REDRAWS` times more. Only when that repeats too (the space is all
+    but exhausted) is the slot of the ``budget`` answered instead of trained; the search ends
+    once every slot is used (:data:`UNTRAINED` counts the slots answered).
     """
 
     def __init__(
@@ -93,9 +96,11 @@ class StagedOptunaSearch(OptunaSearch):
         final_epoch: int,
         key: Callable[[dict], Any],
         budget: int,
+        redraw_seed: int = 0,
         **kwargs: Any,
     ) -> None:
         self._final_epoch = final_epoch
+        self._redraw_seed = redraw_seed
         self._key = key
         self._budget = budget  # slots: stage-1 trials, trained or answered
         self._slots = 0
@@ -123,14 +128,31 @@ class StagedOptunaSearch(OptunaSearch):
         return Searcher.FINISHED
 
     def _propose(self, trial_id: str) -> dict | None:
-        """The sampler's proposal; repeats are answered and redrawn up to MAX_REDRAWS times."""
+        """The sampler's proposal; repeats are answered and redrawn, MAX_REDRAWS times by the
+        sampler, then MAX_REDRAWS times at random (see the class docstring)."""
         config = super().suggest(trial_id)
-        for _ in range(MAX_REDRAWS):
+        for attempt in range(2 * MAX_REDRAWS):
             if config is None or self._key(config) not in self._seen:
                 break
             self._answer(trial_id, self._key(config))
-            config = super().suggest(trial_id)
+            if attempt < MAX_REDRAWS:
+                config = super().suggest(trial_id)
+            else:
+                config = self._suggest_at_random(trial_id)
         return config
+
+    def _suggest_at_random(self, trial_id: str) -> dict | None:
+        """A proposal of a uniform random sampler, the study's own sampler set aside for it."""
+        from rts.search.engine.batches import sampler_seed
+
+        study = self._ot_study
+        number = len(study.get_trials(deepcopy=False))
+        own = study.sampler
+        study.sampler = optuna.samplers.RandomSampler(seed=sampler_seed(self._redraw_seed, number))
+        try:
+            return super().suggest(trial_id)
+        finally:
+            study.sampler = own
 
     def _answer(self, trial_id: str, key: Any) -> None:
         """Close ``trial_id``'s study trial with the outcome of the trial that ran ``key``."""

@@ -361,9 +361,11 @@ def make_searcher(
     budget: int,
     storage: optuna.storages.BaseStorage | None = None,
     study_name: str = "stage1",
+    seed: int = 0,
 ) -> Any:
     """Ray Tune's ``OptunaSearch`` over ``space``, minimising ``metrics`` (one or two), for
-    ``budget`` trials (a repeated candidate is answered, not trained).
+    ``budget`` trials (a repeated candidate is answered, not trained; ``seed`` seeds the random
+    redraws of a sampler that keeps repeating itself).
 
     See :class:`rts.search.engine.searcher.StagedOptunaSearch` for how trial states are
     reported and repeats answered.
@@ -381,4 +383,5 @@ def make_searcher(
         study_name=study_name,
         final_epoch=final_epoch,
         budget=budget,
+        redraw_seed=seed,
     )

@@ -363,6 +363,7 @@ def _stage1(
             final_epoch=cfg.stage1.epochs,
             budget=total,
             storage=journal_storage(paths.journal),
+            seed=cfg.search.seed,
         )
         if s1.scheduler == "asha":
             scheduler = ASHAScheduler(

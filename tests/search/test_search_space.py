@@ -244,6 +244,51 @@ def test_searcher_answers_repeats_and_never_proposes_a_candidate_twice():
     pickle.loads(pickle.dumps(searcher.__dict__))  # Ray pickles the searcher's state
 
 
+class StuckSampler(optuna.samplers.RandomSampler):
+    """A sampler settled on one candidate: every parameter at its first choice or lower bound."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
+            return param_distribution.choices[0]
+        return param_distribution.low
+
+
+def stuck_search(storage, seed: int = 0):
+    sp = space(pool="sD", max_aux=2)  # four configurations: "", "s", "D", "sD"
+    return make_searcher(
+        sp,
+        sampler=StuckSampler(),
+        metrics=("vuln",),
+        final_epoch=1,
+        budget=4,
+        storage=storage,
+        seed=seed,
+    )
+
+
+def test_a_sampler_that_keeps_repeating_is_redrawn_at_random_while_untried_candidates_remain():
+    """Four slots, four candidates, a sampler that always proposes the same one: every slot
+    still trains a new candidate (before, three were answered as repeats)."""
+
+    def run(seed):
+        storage = optuna.storages.InMemoryStorage()
+        searcher = stuck_search(storage, seed)
+        trained = []
+        for tid in "abcd":
+            trained.append(decode(searcher.suggest(tid)).aux)
+            searcher.on_trial_complete(tid, {"vuln": 0.5, "epoch": 1, "training_iteration": 1})
+        assert searcher.suggest("e") == "FINISHED"
+        study = optuna.load_study(study_name="stage1", storage=storage)
+        assert study.user_attrs.get("untrained_slots", 0) == 0
+        assert isinstance(searcher._ot_study.sampler, StuckSampler)  # its own sampler back
+        return trained
+
+    trained = run(0)
+    assert sorted(trained) == ["", "D", "s", "sD"]  # each candidate once
+    assert trained[0] == decode(stuck_search(optuna.storages.InMemoryStorage()).suggest("x")).aux
+    assert run(0) == trained  # reproducible
+
+
 def test_a_trial_the_study_already_closed_may_report_again():
     """After kill -9 the journal can be newer than Ray's snapshot: a finished trial resumes."""
     storage = optuna.storages.InMemoryStorage()
