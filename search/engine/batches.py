@@ -206,12 +206,17 @@ def open_study(cfg: SearchConfig, journal: Path, journal_bytes: int | None) -> o
     )
 
 
-def ask(study: optuna.Study, cfg: SearchConfig, space: Space, total: int) -> optuna.Trial:
-    """A new study trial, proposed by a sampler seeded from the search seed and its number."""
+def ask(
+    study: optuna.Study, cfg: SearchConfig, space: Space, total: int, *, at_random: bool = False
+) -> optuna.Trial:
+    """A new study trial, proposed by a sampler seeded from the search seed and its number
+    (``at_random``: a uniform random sampler instead of the configured one)."""
     number = len(study.get_trials(deepcopy=False))
-    study.sampler = make_sampler(
-        cfg.sampler, space, seed=sampler_seed(cfg.search.seed, number), n_trials=total
-    )
+    seed = sampler_seed(cfg.search.seed, number)
+    if at_random:
+        study.sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        study.sampler = make_sampler(cfg.sampler, space, seed=seed, n_trials=total)
     return study.ask()
 
 
@@ -224,7 +229,12 @@ def propose(
     total: int,
     done: Sequence[BatchRecord],
 ) -> Proposal:
-    """Ask the sampler for ``count`` distinct new candidates, numbered from ``first``."""
+    """Ask the sampler for ``count`` distinct new candidates, numbered from ``first``.
+
+    A repeat is answered and redrawn, :data:`MAX_REDRAWS` times by the sampler, then
+    :data:`MAX_REDRAWS` times at random (a model-based sampler can settle on a few candidates
+    while untried ones remain); only a last repeat after that is run.
+    """
     known: dict[tuple, int] = {}
     outcomes: dict[int, Outcome] = {}
     for record in done:
@@ -235,11 +245,11 @@ def propose(
     trials: dict[int, optuna.Trial] = {}
     twins: list[tuple[optuna.Trial, int]] = []
     while len(members) < count:
-        for attempt in range(MAX_REDRAWS + 1):
-            trial = ask(study, cfg, space, total)
+        for attempt in range(2 * MAX_REDRAWS + 1):
+            trial = ask(study, cfg, space, total, at_random=attempt > MAX_REDRAWS)
             config = space.define(trial)
             key = candidate_key(config)
-            if attempt < MAX_REDRAWS:
+            if attempt < 2 * MAX_REDRAWS:
                 if key in known:  # run before: its result would repeat exactly
                     trial.set_user_attr(REPEAT_OF, stage_trial_id(1, known[key]))
                     tell_outcome(study, trial, outcomes[known[key]])

@@ -157,13 +157,40 @@ def test_a_repeat_of_a_finished_candidate_is_told_its_outcome_not_run(tmp_path):
     tell_batch(study, first, outcomes)
     record = BatchRecord(1, {m.number: m.key for m in first.members}, outcomes, 0)
     # Every candidate is known: the sampler repeats, each repeat is told at once, and after
-    # MAX_REDRAWS the repeat runs (a space smaller than the budget).
+    # MAX_REDRAWS by the sampler and MAX_REDRAWS at random the repeat runs (space exhausted).
     again = propose(study, cfg, space, 4, 1, 8, [record])
     assert again.members[0].key in record.keys.values()
     by_key = {record.keys[n]: o.values for n, o in outcomes.items()}
     repeats = study.trials[3:-1]  # the last one is the member, still running
-    assert len(repeats) == MAX_REDRAWS
+    assert len(repeats) == 2 * MAX_REDRAWS
     assert all(t.values == by_key[_key(space, t.params)] for t in repeats)
+
+
+class StuckSampler(optuna.samplers.RandomSampler):
+    """A sampler settled on one candidate: every parameter at its first choice or lower bound."""
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
+            return param_distribution.choices[0]
+        return param_distribution.low
+
+
+def test_a_sampler_stuck_on_one_candidate_is_redrawn_at_random(tmp_path, monkeypatch):
+    """Injected fault: the configured sampler only repeats itself. The batch still gets four
+    distinct candidates of the four, the same ones on a rerun."""
+    import rts.search.engine.batches as batches
+
+    monkeypatch.setattr(batches, "make_sampler", lambda *a, **k: StuckSampler())
+    cfg = config("search.max_aux=2", "search.pool=sD")  # "", "s", "D", "sD"
+    space = Space.from_config(cfg)
+
+    def keys(journal: Path) -> list:
+        proposal = propose(open_study(cfg, journal, None), cfg, space, 1, 4, 4, [])
+        return [m.key for m in proposal.members]
+
+    first = keys(tmp_path / "a.journal")
+    assert len(set(first)) == 4
+    assert keys(tmp_path / "b.journal") == first  # seeded: reproducible
 
 
 def _key(space: Space, params: dict) -> tuple:
