@@ -292,7 +292,7 @@ def run_batch(
             batch,
             n_batches,
             k,
-            epoch,
+            (rungs[k - 2] + 1 if k > 1 else 1, epoch),
             alive,
             checkpoints,
             offsets,
@@ -331,14 +331,16 @@ def _rung(
     batch: int,
     n_batches: int,
     k: int,
-    epoch: int,
+    epochs: tuple[int, int],
     alive: list[Member],
     checkpoints: dict[int, str],
     offsets: dict[int, float],
     echo: Echo,
     callbacks: Sequence[Any] = (),
 ) -> list[RungResult]:
-    """One rung of a batch: read back from its record, or run (restore) it and record it."""
+    """One rung of a batch (``epochs``: its first and last): read back from its record, or run
+    (restore) it and record it."""
+    first_epoch, epoch = epochs
     record = rung_path(paths.batches, batch, k)
     found = read_rung(record, alive)
     if found is not None:
@@ -365,7 +367,9 @@ def _rung(
             callbacks=callbacks,
         )
         try:
-            results = rung_results(grid, alive, experiment=exp, rung=k, time_offset=offsets)
+            results = rung_results(
+                grid, alive, experiment=exp, rung=k, time_offset=offsets, first_epoch=first_epoch
+            )
             break
         except ValueError:
             if attempt:

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from rts.search.engine.faults import TrialFailure, drop_failure_rows, result_failure
+from rts.search.engine.rows import reported_rows
 from rts.search.engine.space import candidate_key
 from rts.search.engine.stages import trial_config
 from rts.search.engine.storage import posix_name
@@ -171,6 +172,7 @@ def rung_results(
     experiment: str,
     rung: int,
     time_offset: Mapping[int, float],
+    first_epoch: int = 1,
 ) -> list[RungResult]:
     """The rung's results from Ray's, one per member, in member order.
 
@@ -180,6 +182,7 @@ def rung_results(
         experiment: the rung experiment's folder or URI (checkpoints are recorded under it).
         rung: the rung's number.
         time_offset: trial time already spent by each member in earlier rungs.
+        first_epoch: the rung's first epoch (rows Ray lost are taken from the checkpoint).
 
     Raises:
         ValueError: the results are not exactly the members (a stale experiment).
@@ -193,7 +196,7 @@ def rung_results(
         if member is None or tuple(member.key) != candidate_key(entry) or number in out:
             raise ValueError(f"{experiment} holds trials of another batch")
         offset = float(time_offset.get(number, 0.0))
-        rows = result_rows(result.metrics_dataframe)
+        rows = result_rows(reported_rows(result, first_epoch))
         for row in rows:
             if "time_total_s" in row:
                 row["time_total_s"] = float(row["time_total_s"]) + offset

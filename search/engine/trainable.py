@@ -29,6 +29,7 @@ from typing import Any
 
 from rts.search.config.schema import SearchConfig, stage_resources
 from rts.search.engine.faults import failed_result, failure_reason, is_infrastructure_fault
+from rts.search.engine.rows import read_rows, write_rows
 from rts.search.engine.space import decode
 from rts.search.engine.trial import (
     TrialDiverged,
@@ -84,6 +85,7 @@ def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, s
             checkpoint.to_directory(str(resume_dir))
 
         sent: list[BaseException] = []  # what Ray's report raised: infrastructure faults
+        rows = read_rows(resume_dir)  # every row reported, kept in each checkpoint (rows.py)
 
         def send(out: dict[str, Any], checkpoint: Any = None) -> None:
             try:
@@ -96,11 +98,13 @@ def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, s
             out = dict(metrics)
             check_finite(out)
             out.update(node_id=node_id, hostname=host)
+            rows.append(out)
             if write_checkpoint is None:
                 send(out)
                 return
             with tempfile.TemporaryDirectory(prefix="rts-ckpt-") as ckpt_dir:
                 write_checkpoint(Path(ckpt_dir))
+                write_rows(Path(ckpt_dir), rows)
                 send(out, tune.Checkpoint.from_directory(ckpt_dir))
 
         trial_id = tune.get_context().get_trial_id()

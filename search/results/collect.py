@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
-from rts.search.engine.faults import drop_failure_rows, result_failure
+from rts.search.engine.faults import result_failure
 from rts.search.engine.plan import trial_units
+from rts.search.engine.rows import reported_rows
 from rts.search.engine.space import Candidate, decode
 from rts.search.engine.stages import stage_trial_id, trial_config, trial_counter
 from rts.search.engine.trainable import SEED_KEY
@@ -50,7 +51,7 @@ def collect_stage(
         cand = decode(entry)
         trial_id = stage_trial_id(stage, number)
         metrics = dict(result.metrics or {})
-        hist = _history(drop_failure_rows(result.metrics_dataframe), trial_id, stage)
+        hist = _history(reported_rows(result), trial_id, stage)
         reached = int(hist["epoch"].max()) if len(hist) else 0
         failure = result_failure(result)
         status = "failed" if failure else ("completed" if reached >= epochs else "pruned")
