@@ -34,7 +34,6 @@ sampler is asked again (up to :data:`~rts.search.engine.searcher.MAX_REDRAWS` ti
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import logging
 import math
@@ -67,7 +66,7 @@ from rts.search.engine.records import (
     write_rung,
 )
 from rts.search.engine.searcher import MAX_REDRAWS, REPEAT_OF, objective_values, tell_outcome
-from rts.search.engine.space import Space, candidate_key, make_sampler
+from rts.search.engine.space import Space, candidate_key, make_sampler, sampler_seed
 from rts.search.engine.stages import Echo, run_fixed, stage_trial_id
 from rts.search.engine.storage import delete_tree
 from rts.search.engine.trainable import RESUME_KEY
@@ -78,12 +77,6 @@ log = logging.getLogger(__name__)
 
 STUDY = "stage1"
 """The Optuna study's name in the run's journal (as in asynchronous mode)."""
-
-
-def sampler_seed(seed: int, number: int) -> int:
-    """The sampler's seed for the ask that creates study trial ``number`` (any ``seed``)."""
-    digest = hashlib.sha256(f"rts-sampler:{seed}:{number}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
 
 
 @dataclass(frozen=True)

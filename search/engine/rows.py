@@ -64,10 +64,12 @@ def reported_rows(result: Any, first_epoch: int = 1) -> pd.DataFrame | None:
     have = set()
     if df is not None and not df.empty and "epoch" in df.columns:
         have = {int(e) for e in pd.to_numeric(df["epoch"], errors="coerce").dropna()}
-    if not isinstance(last, int | float) or set(range(first_epoch, int(last) + 1)) <= have:
+    if not isinstance(last, int | float):
+        return df
+    wanted = set(range(first_epoch, int(last) + 1)) - have
+    if not wanted:
         return df
     saved = _checkpoint_rows(result.checkpoint) if result.checkpoint is not None else []
-    wanted = set(range(first_epoch, int(last) + 1)) - have
     by_epoch = {int(r["epoch"]): r for r in saved if "epoch" in r and int(r["epoch"]) in wanted}
     if int(last) in wanted:
         by_epoch.setdefault(int(last), dict(result.metrics))  # the snapshot's last result

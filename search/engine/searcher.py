@@ -20,6 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 from rts.search.engine.faults import FAILURE_KEY
 from rts.search.engine.progress import ProgressCallback as _ProgressCallback
 from rts.search.engine.records import Outcome
+from rts.search.engine.space import sampler_seed
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +144,6 @@ class StagedOptunaSearch(OptunaSearch):
 
     def _suggest_at_random(self, trial_id: str) -> dict | None:
         """A proposal of a uniform random sampler, the study's own sampler set aside for it."""
-        from rts.search.engine.batches import sampler_seed
-
         study = self._ot_study
         number = len(study.get_trials(deepcopy=False))
         own = study.sampler

@@ -19,6 +19,7 @@ Task subsets travel as strings, weights as a JSON object, so Optuna can store ev
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -306,6 +307,12 @@ def candidate_key(config: Mapping[str, Any]) -> tuple[str, str, str, str]:
 # --------------------------------------------------------------------------------------------
 # Samplers and the Ray Tune searcher (the classes live in search.search_tune, which imports
 # optuna and ray at module level so that they pickle by reference).
+
+
+def sampler_seed(seed: int, number: int) -> int:
+    """The sampler's seed for the ask that creates study trial ``number`` (any ``seed``)."""
+    digest = hashlib.sha256(f"rts-sampler:{seed}:{number}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
 
 
 def make_sampler(

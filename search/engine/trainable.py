@@ -98,7 +98,7 @@ def ray_trial(config: dict[str, Any], *, trial_fn: TrialFn, cfg: SearchConfig, s
             out = dict(metrics)
             check_finite(out)
             out.update(node_id=node_id, hostname=host)
-            rows.append(out)
+            rows.append(dict(out))  # as reported (Ray may add its own keys to out)
             if write_checkpoint is None:
                 send(out)
                 return

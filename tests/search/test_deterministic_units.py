@@ -33,6 +33,7 @@ from rts.search.engine.records import (
 )
 from rts.search.engine.searcher import MAX_REDRAWS, tell_outcome
 from rts.search.engine.space import Space
+from tests.search.samplers import StuckSampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -164,15 +165,6 @@ def test_a_repeat_of_a_finished_candidate_is_told_its_outcome_not_run(tmp_path):
     repeats = study.trials[3:-1]  # the last one is the member, still running
     assert len(repeats) == 2 * MAX_REDRAWS
     assert all(t.values == by_key[_key(space, t.params)] for t in repeats)
-
-
-class StuckSampler(optuna.samplers.RandomSampler):
-    """A sampler settled on one candidate: every parameter at its first choice or lower bound."""
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        if isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
-            return param_distribution.choices[0]
-        return param_distribution.low
 
 
 def test_a_sampler_stuck_on_one_candidate_is_redrawn_at_random(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ from rts.search.engine.space import (
     make_searcher,
     scheme_weights,
 )
+from tests.search.samplers import StuckSampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -242,15 +243,6 @@ def test_searcher_answers_repeats_and_never_proposes_a_candidate_twice():
     assert all(t.intermediate_values == {1: 0.4} for t in waiting)
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
     pickle.loads(pickle.dumps(searcher.__dict__))  # Ray pickles the searcher's state
-
-
-class StuckSampler(optuna.samplers.RandomSampler):
-    """A sampler settled on one candidate: every parameter at its first choice or lower bound."""
-
-    def sample_independent(self, study, trial, param_name, param_distribution):
-        if isinstance(param_distribution, optuna.distributions.CategoricalDistribution):
-            return param_distribution.choices[0]
-        return param_distribution.low
 
 
 def stuck_search(storage, seed: int = 0):
