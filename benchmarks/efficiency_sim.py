@@ -105,7 +105,7 @@ def top_predicted(run: Run, pool: str, kind: str, k: int) -> list[str]:
 
 def budgets(pool: str, n1: int, k: int) -> dict[str, Callable[[Run, int], str]]:
     """Every budget of the comparison: name -> run(Run, seed) -> recommended subset."""
-    from rts.search.engine.space import make_sampler
+    from rts.search.engine.samplers import make_sampler
 
     def space(encoding: str) -> Space:
         return Space("d", pool, 0, len(pool), ("resnet18",), encoding=encoding)

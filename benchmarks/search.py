@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from rts.search.engine.stages import RAY_ENV_DEFAULTS
+    from rts.search.engine.session import RAY_ENV_DEFAULTS
 
     for key, value in RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
@@ -205,7 +205,7 @@ def overhead_rows(repeat: int) -> list[tuple]:
     """``ray.init`` and the no-op searches of 8 and 32 trials (asynchronous mode)."""
     import ray
 
-    from rts.search.engine.stages import ray_session
+    from rts.search.engine.session import ray_session
 
     rows = []
     init_times = []
@@ -231,7 +231,7 @@ def overhead_rows(repeat: int) -> list[tuple]:
 
 def mode_rows(repeat: int, sleep_s: float, jitter_s: float) -> list[tuple]:
     """The 16-trial fake search in each mode, ``repeat`` times each, alternately."""
-    from rts.search.engine.stages import ray_session
+    from rts.search.engine.session import ray_session
 
     walls: dict[bool, list[float]] = {True: [], False: []}
     tables: dict[bool, list[pd.DataFrame]] = {True: [], False: []}

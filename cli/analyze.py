@@ -64,14 +64,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Analyse the run, print the table, write ``analysis.csv`` / ``analysis.parquet``."""
-    from rts.search.analysis.rundata import load_run, load_studies
-    from rts.search.engine.storage import fetch
+    from rts.search.analysis.rundata import load_location
 
-    args.run = fetch(args.run)  # a URI is read from its local staging copy
-    studies = load_studies(args.run)
-    if studies is None:
-        return _analyze(load_run(args.run), args.run, args)
-    for main, data in studies.items():  # a run of several main tasks: each study in turn
+    args.run, found = load_location(args.run)  # a URI is read from its local staging copy
+    if not isinstance(found, dict):
+        return _analyze(found, args.run, args)
+    for main, data in found.items():  # a run of several main tasks: each study in turn
         print(f"== main task {main} ==")
         _analyze(data, data.path, args)
         print()

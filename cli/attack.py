@@ -9,7 +9,7 @@ growing sets of Definition 3 on the same images and also writes ``chain.parquet`
 Figure 1, with bootstrap intervals: :mod:`attacks.chain`).
 
 Given the folder of an ``rts search`` run, it sweeps budgets without retraining
-(:mod:`rts.cli.attack_sweep`): ``--eps 4/255,8/255 --norm linf,l2`` attacks every stage-2 model
+(:func:`sweep`): ``--eps 4/255,8/255 --norm linf,l2`` attacks every stage-2 model
 and appends the missing rows to the run's tables.
 """
 
@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rts.tasks.weights import parse_weights
+
+if TYPE_CHECKING:
+    from rts.search.config.schema import SearchConfig
+    from rts.search.results.sweep import SweepJob, SweepSettings
 
 OUTPUT = "attack.parquet"
 SETTINGS = "attack.json"
@@ -35,7 +39,7 @@ CHECKPOINT_DEFAULTS = {
     "batch_size": 16,
     "seed": 0,
 }
-"""Defaults for one checkpoint; a run folder's sweep takes the run's own (``attack_sweep``)."""
+"""Defaults for one checkpoint; a run folder's sweep takes the run's own (:func:`sweep`)."""
 SHOWN = (
     "attack",
     "attacked",
@@ -286,15 +290,13 @@ def check_single(args: argparse.Namespace, parsed: Mapping[str, Any], path: Path
 
 def run(args: argparse.Namespace) -> int:
     """Attack, print the table (and the chain), write ``attack.parquet`` and ``attack.json``;
-    sweep a search run's models (:mod:`rts.cli.attack_sweep`)."""
+    sweep a search run's models (:func:`sweep`)."""
     parsed = check_args(args)
     from rts.search.engine.storage import fetch
     from rts.search.results.sweep import is_search_run
 
     path = fetch(args.checkpoint)  # a URI is downloaded first
     if is_search_run(path):
-        from rts.cli.attack_sweep import sweep
-
         return sweep(args, path)
     check_single(args, parsed, path)
     return attack_checkpoint(args, parsed, resolve_checkpoint(path))
@@ -402,4 +404,97 @@ def attack_checkpoint(args: argparse.Namespace, parsed: Mapping[str, Any], ckpt:
         print()
         print(format_chain(chain))
         print(f"wrote {out_dir / CHAIN}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# A search run: sweep its stage-2 models over budgets (rts attack RUN --eps ... --norm ...)
+
+
+SINGLE_ONLY = {
+    "chain": None,
+    "tasks": None,
+    "weights": None,
+    "eval_tasks": None,
+    "n": None,
+    "out": None,
+    "split": "val",
+}
+"""Options of one checkpoint that a sweep does not take, with their defaults: a sweep attacks
+what the search attacked, on its images, and writes into the run folder."""
+
+
+def sweep(args: argparse.Namespace, root: Path) -> int:
+    """Attack the run's stage-2 models at every budget they lack; print a line per result."""
+    given = [k for k, default in SINGLE_ONLY.items() if getattr(args, k) != default]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise ValueError(
+            f"{flag} applies to one checkpoint; a sweep of the search run {root} attacks what "
+            "its search attacked (attack.target, attack.images) and writes to the run folder"
+        )
+    from rts.search.results.sweep import SweepSettings, format_plan, plan_sweep, run_config
+
+    cfg = run_config(root, args.data)
+    a = cfg.attack
+    defaults = {
+        "attack": ",".join(a.ensemble),
+        "eps": None,
+        "norm": a.norm,
+        "steps": a.steps,
+        "batch_size": cfg.stage2.batch_size,
+        "seed": cfg.trial_seed,
+    }
+    parsed = check_args(args, defaults)
+    settings = SweepSettings(
+        budgets=parsed["budgets"],
+        attacks=parsed["attacks"],
+        steps=args.steps if args.steps is not None else a.steps,
+        step_size=parsed["step_size"],
+        options=parsed["options"],
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    trial_ids = [t.strip() for t in args.trials.split(",") if t.strip()] if args.trials else None
+    jobs = plan_sweep(root, cfg, settings, trial_ids)
+    print(format_plan(jobs))
+    if args.dry_run or not any(j.todo for j in jobs):
+        return 0
+    return _attack(args, root, cfg, settings, jobs)
+
+
+def _attack(
+    args: argparse.Namespace,
+    root: Path,
+    cfg: SearchConfig,
+    settings: SweepSettings,
+    jobs: Sequence[SweepJob],
+) -> int:
+    """Run the planned jobs under a progress bar; upload to the run's URI if it has one."""
+    from tqdm.auto import tqdm
+
+    from rts.models import resolve_device
+    from rts.search.engine.paths import RunPaths
+    from rts.search.engine.storage import is_uri, sync_up
+    from rts.search.engine.trial import attack_probe, trial_datasets
+    from rts.search.results.sweep import run_sweep
+
+    todo = [j for j in jobs if j.todo]
+    images = len(attack_probe(todo[0].spec, trial_datasets(todo[0].spec)[1]))
+    total = images * sum(len(j.todo) for j in todo)
+    with tqdm(total=total, unit="img", desc="sweep", disable=args.no_progress) as bar:
+        added = run_sweep(
+            root,
+            cfg,
+            settings,
+            todo,
+            device=resolve_device(args.device),
+            progress=bar.update,
+            echo=tqdm.write,
+        )
+    paths = RunPaths(root)
+    print(f"added {added} row(s) to {paths.attacks}")
+    if is_uri(args.checkpoint):
+        sync_up(root, str(args.checkpoint).rstrip("/"))
+        print(f"uploaded to {args.checkpoint}")
     return 0

@@ -35,18 +35,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     """Load the run, analyse it, write the report; print where it went."""
-    from rts.search.analysis.rundata import load_run, load_studies
-    from rts.search.engine.storage import fetch
+    from rts.search.analysis.rundata import load_location
     from rts.search.report.html import write_report
 
-    args.run = fetch(args.run)  # a URI is read from its local staging copy
+    args.run, found = load_location(args.run)  # a URI is read from its local staging copy
     out = args.out if args.out is not None else args.run / "report"
-    studies = load_studies(args.run)
-    if studies is not None:
-        return _report_studies(studies, args, out)
-    paths = write_report(
-        load_run(args.run), out, k=args.k, n_resamples=args.resamples, seed=args.seed
-    )
+    if isinstance(found, dict):
+        return _report_studies(found, args, out)
+    paths = write_report(found, out, k=args.k, n_resamples=args.resamples, seed=args.seed)
     print(f"report: {paths['html']}")
     print(f"summary: {paths['markdown']}")
     return 0

@@ -77,9 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from rts.search.config.convert import load_config, resolve
     from rts.search.config.schema import is_multi
     from rts.search.config.validate import missing_data, validate
+    from rts.search.engine.experiment import SearchInterrupted
     from rts.search.engine.paths import run_dir
     from rts.search.engine.plan import format_plan, format_studies_plan, plan_search
-    from rts.search.engine.stages import SearchInterrupted, check_ray_args
+    from rts.search.engine.session import check_ray_args
     from rts.search.results.pipeline import run_search
     from rts.search.results.studies import StudiesOutcome, run_studies
 

@@ -483,3 +483,14 @@ def load_studies(path: str | Path) -> dict[str, RunData] | None:
         for s in studies
         if (root / s["folder"] / "trials.parquet").is_file()
     }
+
+
+def load_location(location: str | Path) -> tuple[Path, RunData | dict[str, RunData]]:
+    """A run folder or URI as the reading commands take it: the local folder (a URI is
+    downloaded to its staging copy first) and the run, or for a run of several main tasks its
+    studies by main task (:func:`load_studies`)."""
+    from rts.search.engine.storage import fetch  # pyarrow.fs: only for a URI
+
+    root = fetch(location)
+    studies = load_studies(root)
+    return root, studies if studies is not None else load_run(root)

@@ -1,4 +1,5 @@
-"""Deterministic stage 1 (``search.deterministic: true``): the driver owns the loop.
+"""Deterministic stage 1 (``search.deterministic: true``): batches of proposals, rung barriers,
+tells in a fixed order; the driver owns the loop.
 
 Asynchronous stage 1 (Ray's ``OptunaSearch`` + ASHA) lets the sampler propose from whatever has
 finished at that instant and ASHA judge a trial against whatever its rung holds at that instant,
@@ -29,7 +30,8 @@ trained again, and the tables come out as if nothing had happened.
 
 A candidate proposed again is not run twice: a repeat of a finished trial is told that trial's
 outcome at once, a repeat of one in the same batch is told its outcome with the batch, and the
-sampler is asked again (up to :data:`~rts.search.engine.searcher.MAX_REDRAWS` times).
+sampler is asked again (:func:`~rts.search.engine.samplers.draw`, shared with the asynchronous
+searcher).
 """
 
 from __future__ import annotations
@@ -43,12 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from rts.search.config.schema import SearchConfig
+from rts.search.engine.experiment import run_fixed
 from rts.search.engine.halving import continuing, rung_epochs
-from rts.search.engine.paths import RunPaths
+from rts.search.engine.paths import RunPaths, stage_trial_id
 from rts.search.engine.plan import stage1_trial_count
 from rts.search.engine.records import (
     BatchRecord,
@@ -65,9 +66,16 @@ from rts.search.engine.records import (
     write_batch,
     write_rung,
 )
-from rts.search.engine.searcher import MAX_REDRAWS, REPEAT_OF, objective_values, tell_outcome
-from rts.search.engine.space import Space, candidate_key, make_sampler, sampler_seed
-from rts.search.engine.stages import Echo, run_fixed, stage_trial_id
+from rts.search.engine.samplers import (
+    REPEAT_OF,
+    SamplerRecipe,
+    draw,
+    open_study,
+    outcome_of,
+    tell_outcome,
+)
+from rts.search.engine.session import Echo
+from rts.search.engine.space import Space, candidate_key
 from rts.search.engine.storage import delete_tree
 from rts.search.engine.trainable import RESUME_KEY
 from rts.search.engine.trial import TrialFn
@@ -111,7 +119,7 @@ def run_batched_stage1(
     rungs = rung_epochs(s1.epochs, s1.grace_period, s1.reduction_factor, s1.scheduler)
     space = Space.from_config(cfg)
     done = covered(read_batches(paths.batches), paths.journal)
-    study = open_study(cfg, paths.journal, done[-1].journal_bytes if done else None)
+    study = study_at(cfg, paths.journal, done[-1].journal_bytes if done else None)
     if done:
         echo(f"stage 1: resuming after batch {len(done)} of {n_batches}")
     else:
@@ -177,7 +185,7 @@ def covered(done: list[BatchRecord], journal: Path) -> list[BatchRecord]:
     return kept
 
 
-def open_study(cfg: SearchConfig, journal: Path, journal_bytes: int | None) -> optuna.Study:
+def study_at(cfg: SearchConfig, journal: Path, journal_bytes: int | None) -> optuna.Study:
     """The stage-1 study in ``journal``, cut back to its first ``journal_bytes`` bytes (the state
     after the last finished batch; ``None``: a new study)."""
     if journal_bytes is None:
@@ -189,28 +197,7 @@ def open_study(cfg: SearchConfig, journal: Path, journal_bytes: int | None) -> o
         if len(data) > journal_bytes:
             log.info("dropping the asks of an unfinished batch from %s", journal)
             atomic_write_bytes(journal, data[:journal_bytes])
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(
-        JournalFileBackend(str(journal), lock_obj=JournalFileOpenLock(str(journal)))
-    )
-    directions = ["minimize"] * (2 if cfg.search.objective == "pareto" else 1)
-    return optuna.create_study(
-        study_name=STUDY, storage=storage, directions=directions, load_if_exists=True
-    )
-
-
-def ask(
-    study: optuna.Study, cfg: SearchConfig, space: Space, total: int, *, at_random: bool = False
-) -> optuna.Trial:
-    """A new study trial, proposed by a sampler seeded from the search seed and its number
-    (``at_random``: a uniform random sampler instead of the configured one)."""
-    number = len(study.get_trials(deepcopy=False))
-    seed = sampler_seed(cfg.search.seed, number)
-    if at_random:
-        study.sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        study.sampler = make_sampler(cfg.sampler, space, seed=seed, n_trials=total)
-    return study.ask()
+    return open_study(journal, 2 if cfg.search.objective == "pareto" else 1)
 
 
 def propose(
@@ -224,8 +211,8 @@ def propose(
 ) -> Proposal:
     """Ask the sampler for ``count`` distinct new candidates, numbered from ``first``.
 
-    A repeat is answered and redrawn, :data:`MAX_REDRAWS` times by the sampler, then
-    :data:`MAX_REDRAWS` times at random (a model-based sampler can settle on a few candidates
+    A repeat is answered and redrawn, :data:`~rts.search.engine.samplers.MAX_REDRAWS` times by the
+    sampler, then as often at random (a model-based sampler can settle on a few candidates
     while untried ones remain); only a last repeat after that is run.
     """
     known: dict[tuple, int] = {}
@@ -237,25 +224,33 @@ def propose(
     members: list[Member] = []
     trials: dict[int, optuna.Trial] = {}
     twins: list[tuple[optuna.Trial, int]] = []
+
+    def twin_of(key: Any) -> Member | None:
+        return next((m for m in members if m.key == key), None)
+
+    def answer(trial: optuna.Trial, key: Any) -> None:
+        if key in known:  # run before: told its outcome at once
+            trial.set_user_attr(REPEAT_OF, stage_trial_id(1, known[key]))
+            tell_outcome(study, trial, outcomes[known[key]])
+        else:  # a member of this batch: told with the batch
+            twin = twin_of(key)
+            trial.set_user_attr(REPEAT_OF, stage_trial_id(1, twin.number))
+            twins.append((trial, twin.number))
+
+    recipe = SamplerRecipe(cfg.sampler, space, total)
     while len(members) < count:
-        for attempt in range(2 * MAX_REDRAWS + 1):
-            trial = ask(study, cfg, space, total, at_random=attempt > MAX_REDRAWS)
-            config = space.define(trial)
-            key = candidate_key(config)
-            if attempt < 2 * MAX_REDRAWS:
-                if key in known:  # run before: its result would repeat exactly
-                    trial.set_user_attr(REPEAT_OF, stage_trial_id(1, known[key]))
-                    tell_outcome(study, trial, outcomes[known[key]])
-                    continue
-                twin = next((m for m in members if m.key == key), None)
-                if twin is not None:
-                    trial.set_user_attr(REPEAT_OF, stage_trial_id(1, twin.number))
-                    twins.append((trial, twin.number))
-                    continue
-            member = Member(first + len(members), config, key)
-            members.append(member)
-            trials[member.number] = trial
-            break
+        got = draw(
+            study,
+            recipe,
+            seed=cfg.search.seed,
+            space=space,
+            key_of=candidate_key,
+            is_known=lambda key: key in known or twin_of(key) is not None,
+            on_repeat=answer,
+        )
+        member = Member(first + len(members), got.config, got.key)
+        members.append(member)
+        trials[member.number] = got.trial
     return Proposal(members, trials, twins)
 
 
@@ -374,24 +369,18 @@ def _rung(
 
 
 def outcome(result: RungResult, cfg: SearchConfig) -> Outcome:
-    """What Optuna is told for a trial whose last rung is ``result`` (see
-    :class:`~rts.search.engine.searcher.StagedOptunaSearch`: COMPLETE at the final epoch,
-    PRUNED before it with its intermediate values, FAIL when it failed or is not finite)."""
+    """What Optuna is told for a trial whose last rung is ``result``
+    (:func:`~rts.search.engine.samplers.outcome_of`, as the asynchronous searcher tells it)."""
     metric = cfg.stage1.metric
     steps = {}
     for row in result.rows:
         v = row.get(metric)
         if isinstance(v, int | float) and math.isfinite(v) and "epoch" in row:
             steps[int(row["epoch"])] = float(v)
-    if result.failure or not result.rows:
-        return Outcome("FAIL", None, steps)
     metrics = [metric, "clean_error"] if cfg.search.objective == "pareto" else [metric]
-    values = objective_values(result.rows[-1], metrics)
-    if int(result.rows[-1].get("epoch", -1)) < cfg.stage1.epochs or values is None:
-        return Outcome("PRUNED", None, steps)
-    if not all(math.isfinite(v) for v in values):
-        return Outcome("FAIL", None, steps)
-    return Outcome("COMPLETE", values, steps)
+    last = result.rows[-1] if result.rows else None
+    failed = bool(result.failure) or not result.rows
+    return outcome_of(last, metrics, cfg.stage1.epochs, failed=failed, steps=steps)
 
 
 def tell_batch(study: optuna.Study, proposal: Proposal, outcomes: dict[int, Outcome]) -> None:

@@ -13,15 +13,18 @@ it pickles by reference with the experiment.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from ray import tune
 
 from rts.search.engine.faults import FAILURE_KEY
-from rts.search.engine.stages import stage_trial_id, trial_number
+from rts.search.engine.paths import read_retries, stage_trial_id, trial_number
+from rts.tasks.io import atomic_write_text
 
 RUNNING, DONE, PRUNED, FAILED = "running", "done", "pruned", "failed"
 COUNTED = (RUNNING, DONE, PRUNED, FAILED)
@@ -73,7 +76,10 @@ class ProgressCallback(tune.Callback):
         tty: redraw a block (``True``) or print a line per epoch (``False``); ``None`` = whether
             stdout is a terminal when the experiment starts.
         interval: seconds between two redraws of the block.
-        first: Ray's counter of the experiment's first trial (:func:`stages.trial_number`).
+        first: Ray's counter of the experiment's first trial (:func:`paths.trial_number`).
+        retries_file: where retries are counted (:attr:`~.paths.RunPaths.retries`); ``None``:
+            not written.
+        max_retries: Ray's retries per trial (``resources.max_retries``), for the messages.
     """
 
     def __init__(
@@ -90,6 +96,8 @@ class ProgressCallback(tune.Callback):
         tty: bool | None = None,
         interval: float = 2.0,
         first: int = 1,
+        retries_file: str | None = None,
+        max_retries: int = 0,
     ) -> None:
         self.label = label
         self.stage = stage
@@ -102,6 +110,8 @@ class ProgressCallback(tune.Callback):
         self.tty = tty
         self.interval = interval
         self.first = first
+        self.retries_file = retries_file
+        self.max_retries = max_retries
         self._reset()
 
     def _reset(self) -> None:
@@ -110,6 +120,7 @@ class ProgressCallback(tune.Callback):
         self._last_draw = 0.0
         self._reached: dict[str, float] = {}  # Ray trial id -> units of its epochs reached
         self._session_units = 0.0  # units reported while this driver watched
+        self._retried = 0  # retries seen by this driver in this experiment
 
     def setup(self, **info: Any) -> None:
         """Start the clock; decide between a redrawn block and plain lines."""
@@ -167,9 +178,10 @@ class ProgressCallback(tune.Callback):
         """``2 running, 3 done, 1 pruned, 0 failed of 8 | 12s elapsed, ETA 45s``."""
         c = self.counts(trials, ended)
         finished = c[DONE] + c[PRUNED] + c[FAILED] >= self.total
+        retried = f", {self._retried} retried" if self._retried else ""
         return (
-            f"{c[RUNNING]} running, {c[DONE]} done, {c[PRUNED]} pruned, {c[FAILED]} failed "
-            f"of {self.total} | {clock(time.monotonic() - self._start)} elapsed, "
+            f"{c[RUNNING]} running, {c[DONE]} done, {c[PRUNED]} pruned, {c[FAILED]} failed"
+            f"{retried} of {self.total} | {clock(time.monotonic() - self._start)} elapsed, "
             f"ETA {clock(self.eta(finished))}"
         )
 
@@ -263,6 +275,44 @@ class ProgressCallback(tune.Callback):
             f"{self.trial_id(trial)} {candidate_label(entry)} failed"
         )
         self._say(trials, line, (trial, FAILED))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """One line saying what Ray does about a trial that lost its node or worker (it runs
+        the trial again from its last checkpoint); the retry is counted for the summary.
+
+        Ray itself logs "Trial task failed for trial <Ray id>" with a traceback, which names no
+        trial of ours and looks fatal; this line says which trial, and that the search goes on.
+        """
+        tid = self.trial_id(trial)
+        count = self._count_retry(tid)
+        self._retried += 1
+        epoch = (trial.last_result or {}).get("epoch")
+        where = f" at epoch {epoch}" if epoch is not None else ""
+        has_checkpoint = getattr(trial, "checkpoint", None) is not None
+        start = (
+            f"from its epoch-{epoch} checkpoint"
+            if has_checkpoint and epoch is not None
+            else "from its last checkpoint"
+            if has_checkpoint
+            else "from the start"
+        )
+        limit = f" of {self.max_retries}" if self.max_retries > 0 else ""
+        line = (
+            f"{self.label} {tid} lost its node or worker{where}; retrying {start} "
+            f"(retry {count}{limit})"
+        )
+        self._say(trials, line, (trial, RUNNING))
+
+    def _count_retry(self, tid: str) -> int:
+        """Add one retry of ``tid`` to :attr:`retries_file`; its count so far."""
+        if not self.retries_file:
+            return 1
+        path = Path(self.retries_file)
+        counts = read_retries(path)
+        counts[tid] = counts.get(tid, 0) + 1
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(counts, indent=1, sort_keys=True))
+        return counts[tid]
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """Replace the block by one closing status line."""

@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 
 from rts.search.engine.faults import TrialFailure, drop_failure_rows, result_failure
+from rts.search.engine.paths import trial_config
 from rts.search.engine.rows import reported_rows
 from rts.search.engine.space import candidate_key
-from rts.search.engine.stages import trial_config
 from rts.search.engine.storage import posix_name
 from rts.tasks.io import atomic_write_text
 

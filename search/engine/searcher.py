@@ -1,242 +1,267 @@
-"""Objects Ray Tune pickles with an experiment: the searcher and the grid sampler (the progress
-callback is in :mod:`rts.search.engine.progress`).
+"""The asynchronous stage 1's searcher: a Ray Tune ``Searcher`` (Ray's documented extension
+point) over an Optuna study driven by ``ask``/``tell`` only.
 
-They live in their own module (importing optuna and ray at module level) so that they pickle by
-reference and a restored experiment finds them again.
+It imports Ray and Optuna at module level so that it pickles by reference with the experiment;
+what it pickles is plain data (the study and the sampler are rebuilt, never pickled).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+import os
+import pickle
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
 from ray.tune.search import Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from rts.search.engine.faults import FAILURE_KEY
-from rts.search.engine.progress import ProgressCallback as _ProgressCallback
 from rts.search.engine.records import Outcome
-from rts.search.engine.space import sampler_seed
+from rts.search.engine.samplers import (
+    REPEAT_OF,
+    UNTRAINED,
+    SamplerFactory,
+    draw,
+    open_study,
+    outcome_of,
+    tell_outcome,
+)
+from rts.search.engine.space import Space, candidate_key
+from rts.search.engine.storage import journal_target, restore_journal
 
 log = logging.getLogger(__name__)
 
-MAX_REDRAWS = 20
-"""How often the searcher asks the sampler again when it proposes a configuration already run."""
-
-REPEAT_OF = "repeat_of"
-"""User attribute of a study trial answered from an earlier trial's outcome instead of trained
-(the earlier trial's id)."""
-
-UNTRAINED = "untrained_slots"
-"""Study user attribute (asynchronous stage 1): slots of the budget answered, not trained."""
-
-
-class ExhaustiveGridSampler(optuna.samplers.GridSampler):
-    """A ``GridSampler`` that does not call ``study.stop()`` once the grid is exhausted.
-
-    Optuna's grid sampler stops the study from ``after_trial``, which raises outside
-    ``study.optimize`` (Ray Tune drives the study by ask and tell); the number of trials already
-    equals the size of the grid, so there is nothing to stop.
-    """
-
-    def after_trial(self, study, trial, state, values) -> None:
-        return None
+SAVED_STATE = (
+    "_slots",
+    "_untrained",
+    "_seen",
+    "_running",
+    "_outcome",
+    "_waiting",
+    "_steps",
+    "_done",
+)
+"""The searcher's own bookkeeping, saved by :meth:`StudySearcher.save` (plain data)."""
 
 
-def objective_values(result: Mapping[str, Any], metrics: Sequence[str]) -> list[float] | None:
-    """The values of ``metrics`` in ``result`` as floats, or ``None`` if one is missing."""
-    values = []
-    for m in metrics:
-        v = result.get(m)
-        if v is None:
-            return None
-        values.append(float(v))
-    return values
-
-
-def tell_outcome(study: optuna.Study, trial: optuna.Trial, result: Outcome) -> None:
-    """Tell ``study`` the outcome of ``trial`` (intermediate values first, single objective)."""
-    state = optuna.trial.TrialState[result.state]
-    if state == optuna.trial.TrialState.PRUNED and len(study.directions) == 1:
-        for step, value in sorted(result.steps.items()):
-            trial.report(value, step)
-    values = result.values if state == optuna.trial.TrialState.COMPLETE else None
-    study.tell(trial, values, state=state)
-
-
-class StagedOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that tells Optuna how each trial really ended, and never trains the
-    same candidate twice.
+class StudySearcher(Searcher):
+    """Stage 1's searcher: Optuna proposes, Ray Tune runs, ASHA prunes; it tells Optuna how
+    each trial really ended and never trains the same candidate twice.
 
     A trial whose last result reached ``final_epoch`` is ``COMPLETE`` with its last values; one
-    stopped earlier by ASHA is ``PRUNED`` (TPE then ranks it by its last intermediate value,
-    below the complete trials); one that failed (an error, or a last result with
-    :data:`~rts.search.engine.faults.FAILURE_KEY`) or returned a non-finite value is ``FAIL``.
-    Ray's own ``OptunaSearch`` reports a pruned trial as complete with its early-epoch value and
-    an errored one with its last value, which would teach the sampler wrong things.
+    stopped earlier by ASHA is ``PRUNED`` with its intermediate values (TPE then ranks it by its
+    last one, below the complete trials); one that failed (an error, or a last result with
+    :data:`~rts.search.engine.faults.FAILURE_KEY`) or ended on a non-finite value is ``FAIL``.
 
     Every trial uses the same seeds, so a repeated candidate would only repeat its result. A
     repeat is *answered*: its study trial is told the earlier trial's outcome (at once when that
     trial has finished, else when it finishes; meanwhile it stays running, which TPE's constant
-    liar already accounts for) and marked with the user attribute :data:`REPEAT_OF`. The sampler
-    is asked again, up to :data:`MAX_REDRAWS` times; a model-based sampler that has settled on
-    a few candidates can keep repeating them while untried ones remain, so then a uniform
-    random sampler (seeded from ``redraw_seed`` and the study's trial count: reproducible) is
-    asked up to :data:`MAX_REDRAWS` times more. Only when that repeats too (the space is all
-    but exhausted) is the slot of the ``budget`` answered instead of trained; the search ends
-    once every slot is used (:data:`UNTRAINED` counts the slots answered).
+    liar already accounts for) and marked with the user attribute :data:`REPEAT_OF`; the
+    sampler is asked again (:func:`~rts.search.engine.samplers.draw`). Only when every redraw
+    repeats too (the space is all but exhausted) is the slot of the ``budget`` answered instead
+    of trained; the search ends once every slot is used (:data:`UNTRAINED` counts them).
+
+    State: the study lives in ``storage`` (the run's Optuna journal, or any Optuna storage for a
+    test); :meth:`save` writes the bookkeeping and the journal's content, :meth:`restore` puts
+    the journal back (where :func:`~rts.search.engine.storage.journal_at` says, on the machine
+    that resumes) and closes study trials the saved state does not know (asked after Ray's last
+    snapshot). The sampler is rebuilt from ``sampler`` and a seed for every ask, so a restored
+    searcher proposes exactly what the saved one would have.
     """
 
     def __init__(
         self,
-        *args: Any,
+        space: Space,
+        *,
+        sampler: SamplerFactory,
+        metrics: Sequence[str],
         final_epoch: int,
-        key: Callable[[dict], Any],
         budget: int,
-        redraw_seed: int = 0,
-        **kwargs: Any,
+        storage: str | os.PathLike[str] | optuna.storages.BaseStorage,
+        seed: int = 0,
+        key: Callable[[Mapping[str, Any]], Hashable] = candidate_key,
     ) -> None:
+        super().__init__(metric=metrics[0], mode="min")
+        self._space = space
+        self._sampler = sampler
+        self._metrics = list(metrics)
         self._final_epoch = final_epoch
-        self._redraw_seed = redraw_seed
-        self._key = key
         self._budget = budget  # slots: stage-1 trials, trained or answered
+        self._seed = seed
+        self._key = key
+        if isinstance(storage, optuna.storages.BaseStorage):
+            self._journal: str | None = None
+            self._storage: optuna.storages.BaseStorage | None = storage
+        else:
+            self._journal, self._storage = os.fspath(storage), None
         self._slots = 0
         self._untrained = 0
-        self._seen: dict[Any, str] = {}  # candidate key -> the trial that runs it
-        self._outcome: dict[str, Outcome] = {}  # finished trial -> what the study was told
-        self._waiting: dict[str, list[optuna.Trial]] = {}  # running trial -> its repeats
-        super().__init__(*args, **kwargs)
+        self._seen: dict[Hashable, str] = {}  # candidate key -> the Ray trial that runs it
+        self._running: dict[str, int] = {}  # Ray trial -> its study trial's number
+        self._outcome: dict[str, Outcome] = {}  # finished Ray trial -> what the study was told
+        self._waiting: dict[str, list[int]] = {}  # running Ray trial -> its repeats' numbers
+        self._steps: dict[str, dict[int, float]] = {}  # Ray trial -> intermediate values
+        self._done: set[str] = set()
+        self._study: optuna.Study | None = None
+        self._live: dict[int, optuna.Trial] = {}  # study trials asked by this process
+
+    # -- Ray's Searcher interface ---------------------------------------------------------
+
+    def set_search_properties(
+        self, metric: str | None, mode: str | None, config: dict, **spec: Any
+    ) -> bool:
+        """The searcher owns its space and metrics: accept what Tune passes, change nothing."""
+        return True
 
     def suggest(self, trial_id: str) -> dict | str | None:
         """A candidate no earlier trial of this search has run, or ``FINISHED`` once every
         slot of the budget is used (see the class docstring)."""
+        study = self.study
         while self._slots < self._budget:
-            config = self._propose(trial_id)
-            if config is None:
-                return None
+            got = draw(
+                study,
+                self._sampler,
+                seed=self._seed,
+                space=self._space,
+                key_of=self._key,
+                is_known=self._seen.__contains__,
+                on_repeat=self._answer,
+            )
             self._slots += 1
-            key = self._key(config)
-            if key not in self._seen:
-                self._seen[key] = trial_id
-                return config
-            self._answer(trial_id, key)  # the sampler only repeats: this slot trains nothing
-            self._untrained += 1
-            self._ot_study.set_user_attr(UNTRAINED, self._untrained)
+            if got.repeat:  # the sampler only repeats: this slot trains nothing
+                self._answer(got.trial, got.key)
+                self._untrained += 1
+                study.set_user_attr(UNTRAINED, self._untrained)
+                continue
+            self._seen[got.key] = trial_id
+            self._running[trial_id] = got.trial.number
+            self._live[got.trial.number] = got.trial
+            return {**got.trial.params, **got.config}
         return Searcher.FINISHED
 
-    def _propose(self, trial_id: str) -> dict | None:
-        """The sampler's proposal; repeats are answered and redrawn, MAX_REDRAWS times by the
-        sampler, then MAX_REDRAWS times at random (see the class docstring)."""
-        config = super().suggest(trial_id)
-        for attempt in range(2 * MAX_REDRAWS):
-            if config is None or self._key(config) not in self._seen:
-                break
-            self._answer(trial_id, self._key(config))
-            if attempt < MAX_REDRAWS:
-                config = super().suggest(trial_id)
-            else:
-                config = self._suggest_at_random(trial_id)
-        return config
-
-    def _suggest_at_random(self, trial_id: str) -> dict | None:
-        """A proposal of a uniform random sampler, the study's own sampler set aside for it."""
-        study = self._ot_study
-        number = len(study.get_trials(deepcopy=False))
-        own = study.sampler
-        study.sampler = optuna.samplers.RandomSampler(seed=sampler_seed(self._redraw_seed, number))
-        try:
-            return super().suggest(trial_id)
-        finally:
-            study.sampler = own
-
-    def _answer(self, trial_id: str, key: Any) -> None:
-        """Close ``trial_id``'s study trial with the outcome of the trial that ran ``key``."""
-        ot_trial = self._ot_trials.pop(trial_id)
-        earlier = self._seen[key]
-        ot_trial.set_user_attr(REPEAT_OF, earlier)
-        if earlier in self._outcome:
-            self._tell(ot_trial, self._outcome[earlier])
-        else:
-            self._waiting.setdefault(earlier, []).append(ot_trial)
-
-    def _tell(self, ot_trial: optuna.Trial, outcome: Outcome) -> None:
-        try:
-            tell_outcome(self._ot_study, ot_trial, outcome)
-        except Exception as exc:  # never let bookkeeping kill the search
-            log.warning("optuna could not record trial %s: %s", ot_trial.number, exc)
-
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        """Report an intermediate value, unless the study has already closed the trial.
-
-        After a hard kill the Optuna journal can be newer than Ray's last snapshot: a trial the
-        journal saw finish is resumed by Ray and reports again. That must not kill the search.
-        The last result of a trial that failed (:data:`FAILURE_KEY`) is no intermediate value.
-        """
-        if result.get(FAILURE_KEY):
+        """Keep the trial's intermediate value (told with its outcome, for a pruned trial)."""
+        if result.get(FAILURE_KEY) or trial_id not in self._running or len(self._metrics) > 1:
             return
-        try:
-            super().on_trial_result(trial_id, result)
-        except optuna.exceptions.UpdateFinishedTrialError as exc:
-            log.info("trial %s resumed after the study closed it: %s", trial_id, exc)
+        value, step = result.get(self._metrics[0]), result.get("training_iteration")
+        if isinstance(value, int | float) and math.isfinite(value) and step is not None:
+            self._steps.setdefault(trial_id, {})[int(step)] = float(value)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False
     ) -> None:
         """Tell the study COMPLETE, PRUNED or FAIL for this trial (see the class docstring),
         and the same to the repeats that wait for it."""
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        if trial_id in self._done or trial_id not in self._running:
             return
-        ot_trial = self._ot_trials[trial_id]
-        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-        result = result or {}
-        values = objective_values(result, metrics)
-        state = optuna.trial.TrialState.COMPLETE
-        if error or result.get(FAILURE_KEY):
-            state, values = optuna.trial.TrialState.FAIL, None
-        elif values is None or int(result.get("epoch", 0)) < self._final_epoch:
-            state = optuna.trial.TrialState.PRUNED
-            if values is not None and len(values) == 1 and math.isfinite(values[0]):
-                # The result that made ASHA stop the trial never reached on_trial_result.
-                with contextlib.suppress(Exception):
-                    ot_trial.report(values[0], int(result.get("training_iteration", 0)))
-            values = None
-        elif not all(math.isfinite(v) for v in values):
-            state, values = optuna.trial.TrialState.FAIL, None
-        steps = self._steps(ot_trial) if state == optuna.trial.TrialState.PRUNED else {}
-        self._outcome[trial_id] = Outcome(state.name, values, steps)
-        self._tell(ot_trial, Outcome(state.name, values))
-        for repeat in self._waiting.pop(trial_id, []):
-            self._tell(repeat, self._outcome[trial_id])
-        self._completed_trials.add(trial_id)
+        # The result that made ASHA stop a trial never reached on_trial_result.
+        self.on_trial_result(trial_id, result or {})
+        outcome = outcome_of(
+            result,
+            self._metrics,
+            self._final_epoch,
+            error=error,
+            failed=bool((result or {}).get(FAILURE_KEY)),
+            steps=self._steps.pop(trial_id, {}),
+        )
+        if outcome.state != "PRUNED":
+            outcome = Outcome(outcome.state, outcome.values, {})
+        self._outcome[trial_id] = outcome
+        self._tell(self._running[trial_id], outcome)
+        for number in self._waiting.pop(trial_id, []):
+            self._tell(number, outcome)
+        self._done.add(trial_id)
 
-    def _steps(self, ot_trial: optuna.Trial) -> dict[int, float]:
-        """The intermediate values the study holds for ``ot_trial`` (to tell its repeats)."""
-        frozen = self._ot_study.get_trials(deepcopy=False)
-        match = [t for t in frozen if t.number == ot_trial.number]
-        return dict(match[0].intermediate_values) if match else {}
+    def save(self, checkpoint_path: str) -> None:
+        """Write the bookkeeping and the journal's content (a resume elsewhere needs both)."""
+        state = {name: getattr(self, name) for name in SAVED_STATE}
+        state["journal"] = (
+            Path(self._journal).read_bytes()
+            if self._journal and Path(self._journal).exists()
+            else b""
+        )
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(state, fh)
 
     def restore(self, checkpoint_path: str) -> None:
-        """Restore Ray's snapshot, then close study trials the snapshot does not know.
-
-        After a hard kill, trials asked after Ray's last snapshot exist in the Optuna storage but
-        not in the restored searcher; they would stay RUNNING forever.
-        """
-        super().restore(checkpoint_path)
-        known = {t.number for t in self._ot_trials.values()}
-        known |= {t.number for waiting in self._waiting.values() for t in waiting}
-        self._ot_study.set_user_attr(UNTRAINED, self._untrained)  # the snapshot's count
-        running = self._ot_study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)
-        )
-        for frozen in running:
+        """Read what :meth:`save` wrote, put the journal back, and close the study trials that
+        were asked after the save (they would stay RUNNING forever)."""
+        with open(checkpoint_path, "rb") as fh:
+            state = pickle.load(fh)
+        journal = state.pop("journal")
+        for name in SAVED_STATE:
+            setattr(self, name, state[name])
+        if self._journal is not None:
+            self._journal = journal_target(self._journal)
+            restore_journal(self._journal, journal)
+        self._study, self._live = None, {}
+        study = self.study
+        study.set_user_attr(UNTRAINED, self._untrained)  # the saved count
+        known = set(self._running.values()) | {n for w in self._waiting.values() for n in w}
+        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             if frozen.number not in known:
-                self._ot_study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+                study.tell(frozen.number, state=optuna.trial.TrialState.FAIL)
+
+    # -- pickling: plain data only ---------------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_study=None, _live={}, _storage=None)
+        return state
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def study(self) -> optuna.Study:
+        """The stage-1 study, opened (or created) in the searcher's storage on first use."""
+        if self._study is None:
+            storage = self._storage if self._storage is not None else self._journal
+            if storage is None:
+                raise RuntimeError("the searcher's in-memory study did not survive pickling")
+            self._study = open_study(storage, len(self._metrics))
+        return self._study
+
+    def _answer(self, trial: optuna.Trial, key: Hashable) -> None:
+        """Close ``trial`` with the outcome of the Ray trial that ran ``key`` (now or when it
+        finishes)."""
+        earlier = self._seen[key]
+        trial.set_user_attr(REPEAT_OF, earlier)
+        self._live[trial.number] = trial
+        if earlier in self._outcome:
+            self._tell(trial.number, self._outcome[earlier])
+        else:
+            self._waiting.setdefault(earlier, []).append(trial.number)
+
+    def _tell(self, number: int, outcome: Outcome) -> None:
+        trial = self._live.pop(number, None)
+        try:
+            tell_outcome(self.study, trial if trial is not None else number, outcome)
+        except Exception as exc:  # never let bookkeeping kill the search
+            log.warning("optuna could not record trial %s: %s", number, exc)
 
 
-ProgressCallback = _ProgressCallback
-"""Moved to :mod:`rts.search.engine.progress`; the name stays so that experiments pickled by an
-earlier version (``tuner.pkl``) still unpickle on resume (their callbacks are then replaced)."""
+def make_searcher(
+    space: Space,
+    *,
+    sampler: SamplerFactory,
+    metrics: Sequence[str],
+    final_epoch: int,
+    budget: int,
+    storage: str | os.PathLike[str] | optuna.storages.BaseStorage,
+    seed: int = 0,
+) -> StudySearcher:
+    """The stage-1 searcher over ``space``, minimising ``metrics`` (one or two), for ``budget``
+    trials (a repeated candidate is answered, not trained), its study in ``storage``; ``seed``
+    seeds every ask's sampler (see :class:`StudySearcher`)."""
+    return StudySearcher(
+        space,
+        sampler=sampler,
+        metrics=metrics,
+        final_epoch=final_epoch,
+        budget=budget,
+        storage=storage,
+        seed=seed,
+    )

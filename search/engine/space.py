@@ -1,14 +1,17 @@
-"""The search space (Optuna define-by-run), its samplers, and the Ray Tune searcher around them.
+"""The search space: what a candidate is (:class:`Candidate`) and how a study trial proposes one
+(:meth:`Space.define`, Optuna define-by-run). Samplers are in :mod:`.samplers`.
 
 A point of the space is a :class:`Candidate`: the main task, a subset of the auxiliary pool, a
 weighting scheme with its weights, and an encoder. The define-by-run function asks, in order:
 
-1. how many auxiliaries (``n_aux``, an integer in ``[min_aux, max_aux]``), then which ones
-   (``aux_<n>``: a categorical over the subsets of that size, each a task string such as
-   ``"sD"``). Splitting by size lets TPE learn whether *more* tasks help (the paper's RQ1)
-   separately from *which* tasks help, and keeps every subset of a given size equally likely
-   under random sampling. The grid sampler instead enumerates one categorical ``aux`` over every
-   subset, so the exhaustive mode visits each combination exactly once;
+1. which auxiliaries: with ``search.encoding: per_task`` (the default) one yes/no parameter
+   ``aux_<task>`` per pool task; with ``subset``, how many (``n_aux``, an integer in
+   ``[min_aux, max_aux]``), then which ones (``aux_<n>``: a categorical over the subsets of
+   that size, each a task string such as ``"sD"``). Splitting by size lets TPE learn whether
+   *more* tasks help (the paper's RQ1) separately from *which* tasks help, and keeps every
+   subset of a given size equally likely under random sampling. The grid sampler instead
+   enumerates one categorical ``aux`` over every subset, so the exhaustive mode visits each
+   combination exactly once;
 2. the weighting scheme (only when several are configured), then for ``searched`` one weight per
    *chosen* auxiliary (``w_<task>``, log-uniform, relative to the main task's weight of 1, the
    scale of the paper's "optimal" weights);
@@ -19,12 +22,10 @@ Task subsets travel as strings, weights as a JSON object, so Optuna can store ev
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import logging
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -302,93 +303,3 @@ def decode(config: Mapping[str, Any]) -> Candidate:
 def candidate_key(config: Mapping[str, Any]) -> tuple[str, str, str, str]:
     """The identity of the candidate a trial config holds (see :attr:`Candidate.key`)."""
     return decode(config).key
-
-
-# --------------------------------------------------------------------------------------------
-# Samplers and the Ray Tune searcher (the classes live in search.search_tune, which imports
-# optuna and ray at module level so that they pickle by reference).
-
-
-def sampler_seed(seed: int, number: int) -> int:
-    """The sampler's seed for the ask that creates study trial ``number`` (any ``seed``)."""
-    digest = hashlib.sha256(f"rts-sampler:{seed}:{number}".encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
-def make_sampler(
-    name: str, space: Space, *, seed: int, n_trials: int
-) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler ``name`` (``tpe``, ``random``, ``nsga2``, ``grid``, ``gp``), seeded.
-
-    TPE starts with random trials scaled to the budget (a third of it, 3 to 10), models the
-    parameters jointly (``multivariate``, ``group`` for the conditional ones) and uses
-    ``constant_liar`` so concurrent trials are not all proposed at the same point. NSGA-II's
-    population is a quarter of the budget (4 to 50), so a small budget still evolves for a few
-    generations. ``grid`` enumerates :meth:`Space.grid_space` in a seeded random order. ``gp``
-    is Optuna's Gaussian-process sampler (the same random start as TPE), for small budgets over
-    the per-task encoding's yes/no parameters.
-    """
-    import optuna
-
-    if name == "tpe":
-        with warnings.catch_warnings():  # multivariate/group/constant_liar are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(
-                seed=seed,
-                n_startup_trials=max(3, min(10, n_trials // 3)),
-                multivariate=True,
-                group=True,
-                constant_liar=True,
-            )
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "gp":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(
-                seed=seed, n_startup_trials=max(3, min(10, n_trials // 3))
-            )
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(
-            seed=seed, population_size=max(4, min(50, n_trials // 4))
-        )
-    if name == "grid":
-        from rts.search.engine.searcher import ExhaustiveGridSampler
-
-        return ExhaustiveGridSampler(space.grid_space(), seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; choose from tpe, random, nsga2, grid, gp")
-
-
-def make_searcher(
-    space: Space,
-    *,
-    sampler: optuna.samplers.BaseSampler,
-    metrics: tuple[str, ...],
-    final_epoch: int,
-    budget: int,
-    storage: optuna.storages.BaseStorage | None = None,
-    study_name: str = "stage1",
-    seed: int = 0,
-) -> Any:
-    """Ray Tune's ``OptunaSearch`` over ``space``, minimising ``metrics`` (one or two), for
-    ``budget`` trials (a repeated candidate is answered, not trained; ``seed`` seeds the random
-    redraws of a sampler that keeps repeating itself).
-
-    See :class:`rts.search.engine.searcher.StagedOptunaSearch` for how trial states are
-    reported and repeats answered.
-    """
-    from rts.search.engine.searcher import StagedOptunaSearch
-
-    single = len(metrics) == 1
-    return StagedOptunaSearch(
-        key=candidate_key,
-        space=space.define,
-        metric=metrics[0] if single else list(metrics),
-        mode="min" if single else ["min"] * len(metrics),
-        sampler=sampler,
-        storage=storage,
-        study_name=study_name,
-        final_epoch=final_epoch,
-        budget=budget,
-        redraw_seed=seed,
-    )

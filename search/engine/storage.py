@@ -18,9 +18,9 @@ Ray Tune's experiments (``ray/stage<n>``) are given the URI itself: Ray syncs th
 the trials write their checkpoints straight to it (so a cluster needs no shared folder).
 
 The Optuna journal (stage 1's study) must match Ray's snapshot of the searcher when a stage is
-restored, wherever that snapshot is restored. :class:`SnapshotJournalBackend` therefore carries
-the journal inside the searcher's pickle: Ray's snapshot restores it, into the staging copy of
-the machine that restores (:func:`journal_at`).
+restored, wherever that snapshot is restored. The searcher therefore saves the journal's content
+with its state (:meth:`rts.search.engine.searcher.StudySearcher.save`) and puts it back into the
+staging copy of the machine that restores (:func:`journal_at`, :func:`restore_journal`).
 """
 
 from __future__ import annotations
@@ -36,8 +36,6 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
-
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from rts.tasks.io import atomic_path, atomic_write_bytes, atomic_write_text
 
@@ -356,7 +354,7 @@ def fetch(location: str | os.PathLike[str]) -> Path:
 
 
 # --------------------------------------------------------------------------------------------
-# The Optuna journal inside Ray's snapshot of the searcher
+# The Optuna journal inside the searcher's saved state
 
 _journal_target: list[str] = []
 """Stack of journal paths set by :func:`journal_at` (the innermost one wins)."""
@@ -364,8 +362,8 @@ _journal_target: list[str] = []
 
 @contextlib.contextmanager
 def journal_at(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Within this block, a :class:`SnapshotJournalBackend` that is unpickled (Ray restoring its
-    searcher) writes its journal to ``path`` and uses it, wherever it was pickled."""
+    """Within this block, a searcher that Ray restores writes its journal to ``path`` and uses
+    it, wherever it was saved (:func:`journal_target`)."""
     _journal_target.append(os.fspath(path))
     try:
         yield
@@ -373,34 +371,10 @@ def journal_at(path: str | os.PathLike[str]) -> Iterator[None]:
         _journal_target.pop()
 
 
-class SnapshotJournalBackend(JournalFileBackend):
-    """Optuna's journal file, whose pickle carries the journal's content.
-
-    Ray's experiment snapshot pickles the searcher with its Optuna storage. With this backend
-    the snapshot holds the study as it was at the snapshot, so restoring it on another machine
-    (or from another staging folder) brings back a study that knows every trial the searcher
-    knows. On unpickling, the content is written to the path of :func:`journal_at` (else the
-    original path) unless the file there already extends it (a local journal that went on
-    after the snapshot is kept; the searcher closes the trials it does not know).
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        path = os.fspath(path)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        super().__init__(path, lock_obj=JournalFileOpenLock(path))
-        self.rts_path = path
-
-    def __getstate__(self) -> dict[str, Any]:
-        try:
-            content = Path(self.rts_path).read_bytes()
-        except FileNotFoundError:
-            content = b""
-        return {"path": self.rts_path, "content": content}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        path = _journal_target[-1] if _journal_target else state["path"]
-        restore_journal(path, state["content"])
-        self.__init__(path)
+def journal_target(path: str | os.PathLike[str]) -> str:
+    """Where a restored searcher puts its journal: the innermost :func:`journal_at`, else
+    ``path`` (where it was saved)."""
+    return _journal_target[-1] if _journal_target else os.fspath(path)
 
 
 def restore_journal(path: str | os.PathLike[str], content: bytes) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from ray.tune.logger import TBXLoggerCallback
 
 from rts.search.config.schema import ConfigError, TrackingConfig
-from rts.search.engine.stages import stage_trial_id, trial_number
+from rts.search.engine.paths import stage_trial_id, trial_number
 
 EXTRAS = {"mlflow": "mlflow", "wandb": "wandb"}
 """Tracker → the Python package it needs (installed by the extra of the same name)."""

@@ -11,10 +11,10 @@ from typing import Any
 import pandas as pd
 
 from rts.search.engine.faults import result_failure
+from rts.search.engine.paths import stage_trial_id, trial_config, trial_counter
 from rts.search.engine.plan import trial_units
 from rts.search.engine.rows import reported_rows
 from rts.search.engine.space import Candidate, decode
-from rts.search.engine.stages import stage_trial_id, trial_config, trial_counter
 from rts.search.engine.trainable import SEED_KEY
 from rts.search.results.tables import (
     ATTACK_COLUMNS,

@@ -24,22 +24,16 @@ import pandas as pd
 from rts.search.config.convert import diff_configs, dump_config, load_config, resolve
 from rts.search.config.schema import SAME_ENCODER, ConfigError, SearchConfig, is_multi
 from rts.search.config.validate import validate
-from rts.search.engine.paths import RunPaths, run_dir
+from rts.search.engine.experiment import drop_resume_checkpoints
+from rts.search.engine.paths import RunPaths, read_retries, run_dir
 from rts.search.engine.plan import mode_name
+from rts.search.engine.session import Echo, check_dashboard, check_ray_args, ray_session
 from rts.search.engine.space import Space
-from rts.search.engine.stages import (
-    Echo,
-    answered_repeats,
-    check_dashboard,
-    check_ray_args,
-    drop_resume_checkpoints,
-    ray_session,
-    run_stage1,
-    run_stage2,
-)
+from rts.search.engine.stages import answered_repeats, run_stage1, run_stage2
 from rts.search.engine.trial import TrialFn
 from rts.search.results.candidates import candidate_table, compare_candidates, per_candidate
 from rts.search.results.collect import collect_stage
+from rts.search.results.options import RunOptions
 from rts.search.results.select import add_surrogate_columns, select_stage2, with_seeds
 from rts.search.results.summary import Summary, format_summary, summarize
 from rts.search.results.tables import (
@@ -68,60 +62,44 @@ class SearchOutcome:
 
 
 def run_search(
-    cfg: SearchConfig,
-    *,
-    storage: str | os.PathLike[str] = "runs",
-    address: str | None = None,
-    num_cpus: int | None = None,
-    trial_fn: TrialFn | None = None,
-    echo: Echo | None = None,
-    callbacks: Sequence[Any] = (),
-    worker_logs: bool = False,
-    dashboard: bool = False,
+    cfg: SearchConfig, options: RunOptions | None = None, **fields: Any
 ) -> SearchOutcome:
     """Run (or resume) the two-stage search of ``cfg``; returns the tables and the summary.
 
     Args:
         cfg: the search config (validated again here).
-        storage: folder that holds ``<name>/``, shared between nodes on a cluster; or a URI
-            (``s3://bucket/runs``, ``file:///abs``; see :mod:`search.storage`).
-        address: ``None`` starts Ray locally; ``"auto"`` or ``"ray://host:10001"`` joins a
-            cluster. Ignored when Ray is already initialised in this process.
-        num_cpus: CPUs of a local Ray (default: all of the machine's).
-        trial_fn: the trial function; default ``search.trial_fn`` if set, else
-            :func:`rts.search.engine.trial.run_trial` (the built-in training and attacks).
-        echo: prints progress (:mod:`rts.search.engine.progress`: a redrawn status block on a
-            terminal, else a line per epoch report; a line per finished trial); ``None`` is
-            silent.
-        callbacks: Ray Tune callbacks (``ray.tune.Callback``, e.g. a logger of your own) added
-            to every experiment of both stages, after the trackers of ``cfg.tracking``. Ray
-            pickles them with the experiment, so they must pickle (define them at module level).
-        worker_logs: show the trials' own output and logs (Ray's ``log_to_driver``).
-        dashboard: start Ray's dashboard with the local Ray and echo its URL (needs
-            ``ray[default]``).
+        options: where and how it runs (:class:`~rts.search.results.options.RunOptions`);
+            ``fields`` replace single options (``run_search(cfg, storage="runs")``).
 
     Raises:
         ConfigError: bad config, the run folder holds a different search, or a tracker or the
             dashboard needs a package that is not installed.
         SearchInterrupted: a stage was interrupted; call again to resume.
     """
+    opts = RunOptions.of(options, **fields)
     if is_multi(resolve(cfg)):
         raise ConfigError(
             "search.main lists several main tasks: run them with "
             "rts.search.results.studies.run_studies (one study each)"
         )
-    say = echo or (lambda _line: None)
-    cfg, paths = open_run(cfg, storage, address, num_cpus, say, dashboard=dashboard)
+    say = opts.say
+    cfg, paths = open_run(cfg, opts)
+    trial_fn = opts.trial_fn
     if trial_fn is None:
         from rts.search.engine.trial import load_trial_fn, run_trial
 
         trial_fn = load_trial_fn(cfg.search.trial_fn) if cfg.search.trial_fn else run_trial
+    callbacks = opts.callbacks
     space = Space.from_config(cfg)
     with _mirrored(paths):
         sync_up(paths)
         finished = all(_read_stage(paths, stage) is not None for stage in (1, 2))
         session = ray_session(
-            address, num_cpus, worker_logs=worker_logs, dashboard=dashboard, echo=say
+            opts.address,
+            opts.num_cpus,
+            worker_logs=opts.worker_logs,
+            dashboard=opts.dashboard,
+            echo=say,
         )
         with contextlib.nullcontext() if finished else session:
             s1 = _stage1_tables(cfg, paths, trial_fn, say, callbacks)
@@ -143,33 +121,25 @@ def run_search(
     return outcome
 
 
-def open_run(
-    cfg: SearchConfig,
-    storage: str | os.PathLike[str],
-    address: str | None,
-    num_cpus: int | None,
-    say: Echo,
-    *,
-    dashboard: bool = False,
-) -> tuple[SearchConfig, RunPaths]:
-    """Resolve and validate ``cfg`` (and that its trackers and the ``dashboard`` can start),
+def open_run(cfg: SearchConfig, opts: RunOptions) -> tuple[SearchConfig, RunPaths]:
+    """Resolve and validate ``cfg`` (and that its trackers and the dashboard can start),
     download its run from a URI storage, and check that the run folder holds this search
     (writing ``config.yaml``); the resolved config and the paths.
     """
     cfg = resolve(cfg)
     validate(cfg)
-    check_ray_args(address, num_cpus)
+    check_ray_args(opts.address, opts.num_cpus)
     from rts.search.engine.tracking import check_trackers  # imports ray: not for a dry run
 
     check_trackers(cfg.tracking)
-    if dashboard and not address:
+    if opts.dashboard and not opts.address:
         check_dashboard()
-    paths = run_dir(cfg, storage)
+    paths = run_dir(cfg, opts.storage)
     if paths.remote:
         from rts.search.engine.storage import sync_down
 
         if sync_down(paths.remote, paths.root):
-            say(f"resuming from {paths.display}")
+            opts.say(f"resuming from {paths.display}")
     prepare_run_dir(cfg, paths)
     return cfg, paths
 
@@ -229,6 +199,7 @@ def _write_results(
         batch=cfg.search.batch if cfg.search.deterministic else 0,
         repeats=answered_repeats(paths.journal),
         comparison=comparison,
+        retries=read_retries(paths.retries),
     )
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,8 +20,7 @@ from typing import Any
 from rts.search.config.schema import SearchConfig
 from rts.search.config.studies import study_configs
 from rts.search.engine.paths import RunPaths
-from rts.search.engine.stages import Echo
-from rts.search.engine.trial import TrialFn
+from rts.search.results.options import RunOptions
 from rts.search.results.pipeline import SearchOutcome, open_run, run_search, sync_up
 from rts.search.results.summary import Summary, format_interval, short_label
 from rts.tasks.io import atomic_write_text
@@ -37,29 +35,21 @@ class StudiesOutcome:
 
 
 def run_studies(
-    cfg: SearchConfig,
-    *,
-    storage: str | os.PathLike[str] = "runs",
-    address: str | None = None,
-    num_cpus: int | None = None,
-    trial_fn: TrialFn | None = None,
-    echo: Echo | None = None,
-    **options: Any,
+    cfg: SearchConfig, options: RunOptions | None = None, **fields: Any
 ) -> StudiesOutcome:
     """Run (or resume) one search per main task of ``cfg``, in the order listed.
 
-    Arguments as :func:`~rts.search.results.pipeline.run_search` (``options``: its
-    ``callbacks``, ``worker_logs``, ``dashboard``); each study's results go to
-    ``<storage>/<name>/<study folder>/``.
+    Options as :func:`~rts.search.results.pipeline.run_search` (one
+    :class:`~rts.search.results.options.RunOptions`, or its ``fields``); each study's results go
+    to ``<storage>/<name>/<study folder>/``.
 
     Raises:
         ConfigError: bad config, or the run folder holds a different search.
         SearchInterrupted: a study was interrupted; call again to resume.
     """
-    say = echo or (lambda _line: None)
-    cfg, paths = open_run(
-        cfg, storage, address, num_cpus, say, dashboard=bool(options.get("dashboard"))
-    )
+    opts = RunOptions.of(options, **fields)
+    say = opts.say
+    cfg, paths = open_run(cfg, opts)
     studies = study_configs(cfg)
     finished = finished_studies(paths)
     outcomes: dict[str, SearchOutcome] = {}
@@ -68,15 +58,7 @@ def run_studies(
         state = "finished earlier, read back" if main in finished else "running"
         say(f"study {i}/{len(studies)}: main task {main!r} in {study.name}/ ({state})")
         _write_index(paths, studies, set(outcomes) | finished)
-        outcomes[main] = run_search(
-            study,
-            storage=paths.storage,
-            address=address,
-            num_cpus=num_cpus,
-            trial_fn=trial_fn,
-            echo=echo,
-            **options,
-        )
+        outcomes[main] = run_search(study, opts, storage=paths.storage)
         _write_index(paths, studies, set(outcomes) | finished)
         sync_up(paths)
     summaries = {m: o.summary for m, o in outcomes.items()}

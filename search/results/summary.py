@@ -71,6 +71,8 @@ class Summary:
             stage-2 value is the mean over them and its interval spans seeds × images.
         stage1_repeats: stage-1 proposals that repeated a candidate already run and were
             answered from that trial's outcome instead of trained (compute saved).
+        retries: ``{trial id: times}`` Ray ran a trial again from its last checkpoint after
+            losing its node or worker (infrastructure faults; the trial's results count once).
     """
 
     main: str
@@ -114,6 +116,7 @@ class Summary:
     batch: int = 0
     seeds: int = 1
     stage1_repeats: int = 0
+    retries: dict[str, int] = field(default_factory=dict)
     uniform_low: float = math.nan
     uniform_high: float = math.nan
     best_uniform_low: float = math.nan
@@ -144,6 +147,7 @@ def summarize(
     batch: int = 0,
     repeats: int = 0,
     comparison: Comparison | None = None,
+    retries: Mapping[str, int] | None = None,
 ) -> Summary:
     """The summary of a finished search (see :class:`Summary`); ``images`` (the stage-2
     per-image errors) gives the intervals, the tied set and the baseline test; ``repeats``
@@ -229,6 +233,7 @@ def summarize(
         mode=mode,
         batch=batch,
         stage1_repeats=repeats,
+        retries=dict(retries or {}),
     )
 
 
@@ -422,6 +427,14 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
             f" Stage 1: {s.stage1_repeats} repeated proposal(s) answered from earlier trials, "
             "not trained."
             if s.stage1_repeats
+            else ""
+        )
+        + (
+            f" Retried after losing their node or worker: {len(s.retries)} trial(s), "
+            f"{sum(s.retries.values())} retr{'y' if sum(s.retries.values()) == 1 else 'ies'} "
+            f"({', '.join(f'{t} ×{n}' for t, n in sorted(s.retries.items()))}), each from its "
+            "last checkpoint; their results count once."
+            if s.retries
             else ""
         ),
         f"Compute: {s.cost_units:.1f} ResNet18-epoch units, {ratio:.1%} of an exhaustive search "

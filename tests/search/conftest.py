@@ -11,11 +11,12 @@ import pytest
 def local_ray():
     """``ray.init(address="local", num_cpus=2)`` with the project's Ray env; shut down after."""
     ray = pytest.importorskip("ray")
-    from rts.search.engine.stages import RAY_ENV_DEFAULTS
+    from rts.search.engine.session import RAY_ENV_DEFAULTS, ensure_token
 
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in RAY_ENV_DEFAULTS.items():
+        for key, value in RAY_ENV_DEFAULTS.items():  # token auth on, as for a search
             mp.setenv(key, value)
+        ensure_token()
         ray.init(
             address="local",
             num_cpus=2,
@@ -39,10 +40,11 @@ def two_node_cluster(monkeypatch):
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    from rts.search.engine.stages import RAY_ENV_DEFAULTS
+    from rts.search.engine.session import RAY_ENV_DEFAULTS, ensure_token
 
-    for key, value in RAY_ENV_DEFAULTS.items():
+    for key, value in RAY_ENV_DEFAULTS.items():  # token auth on, as for a search
         monkeypatch.setenv(key, value)
+    ensure_token()
     assert not ray.is_initialized()
     cluster = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}

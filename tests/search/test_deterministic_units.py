@@ -11,14 +11,7 @@ import pytest
 
 from rts.search.config.convert import load_config, resolve
 from rts.search.config.schema import ConfigError
-from rts.search.engine.batches import (
-    Outcome,
-    covered,
-    open_study,
-    propose,
-    sampler_seed,
-    tell_batch,
-)
+from rts.search.engine.batches import Outcome, covered, propose, study_at, tell_batch
 from rts.search.engine.faults import failure_reason
 from rts.search.engine.halving import continuing, expected_epochs, rung_epochs
 from rts.search.engine.plan import asha_expected_epochs
@@ -31,7 +24,7 @@ from rts.search.engine.records import (
     write_batch,
     write_rung,
 )
-from rts.search.engine.searcher import MAX_REDRAWS, tell_outcome
+from rts.search.engine.samplers import MAX_REDRAWS, sampler_seed, tell_outcome
 from rts.search.engine.space import Space
 from tests.search.samplers import StuckSampler
 
@@ -103,12 +96,12 @@ def run_batches(cfg, journal, n_batches: int, kill_mid_batch: int | None = None)
     one ask of batch ``kill_mid_batch`` and reopen the study from the records."""
     space = Space.from_config(cfg)
     done: list[BatchRecord] = []
-    study = open_study(cfg, journal, None)
+    study = study_at(cfg, journal, None)
     proposals = []
     for batch in range(1, n_batches + 1):
         if batch == kill_mid_batch:
             propose(study, cfg, space, (batch - 1) * 4 + 1, 1, 8, done)  # asked, never told
-            study = open_study(cfg, journal, done[-1].journal_bytes)  # the rerun
+            study = study_at(cfg, journal, done[-1].journal_bytes)  # the rerun
         proposal = propose(study, cfg, space, (batch - 1) * 4 + 1, 4, 8, done)
         outcomes = {m.number: fake_outcome(m.key) for m in proposal.members}
         tell_batch(study, proposal, outcomes)
@@ -151,7 +144,7 @@ def test_batches_beyond_the_journal_are_told_again(tmp_path):
 def test_a_repeat_of_a_finished_candidate_is_told_its_outcome_not_run(tmp_path):
     cfg = config("search.max_aux=1", "search.pool=sD")  # 3 candidates only
     space = Space.from_config(cfg)
-    study = open_study(cfg, tmp_path / "j.journal", None)
+    study = study_at(cfg, tmp_path / "j.journal", None)
     first = propose(study, cfg, space, 1, 3, 8, [])
     assert len({m.key for m in first.members}) == 3
     outcomes = {m.number: fake_outcome(m.key) for m in first.members}
@@ -170,14 +163,14 @@ def test_a_repeat_of_a_finished_candidate_is_told_its_outcome_not_run(tmp_path):
 def test_a_sampler_stuck_on_one_candidate_is_redrawn_at_random(tmp_path, monkeypatch):
     """Injected fault: the configured sampler only repeats itself. The batch still gets four
     distinct candidates of the four, the same ones on a rerun."""
-    import rts.search.engine.batches as batches
+    import rts.search.engine.samplers as samplers
 
-    monkeypatch.setattr(batches, "make_sampler", lambda *a, **k: StuckSampler())
+    monkeypatch.setattr(samplers, "make_sampler", lambda *a, **k: StuckSampler())
     cfg = config("search.max_aux=2", "search.pool=sD")  # "", "s", "D", "sD"
     space = Space.from_config(cfg)
 
     def keys(journal: Path) -> list:
-        proposal = propose(open_study(cfg, journal, None), cfg, space, 1, 4, 4, [])
+        proposal = propose(study_at(cfg, journal, None), cfg, space, 1, 4, 4, [])
         return [m.key for m in proposal.members]
 
     first = keys(tmp_path / "a.journal")
@@ -193,7 +186,7 @@ def _key(space: Space, params: dict) -> tuple:
 
 def test_pruned_outcomes_carry_their_intermediate_values(tmp_path):
     cfg = config()
-    study = open_study(cfg, tmp_path / "j.journal", None)
+    study = study_at(cfg, tmp_path / "j.journal", None)
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
     tell_outcome(study, trial, Outcome("PRUNED", None, {0: 2.0, 1: 1.5}))

@@ -94,6 +94,11 @@ def test_search_survives_the_loss_of_a_worker_node(tmp_path, two_node_cluster):
     s1 = lost.trials[lost.trials["stage"] == 1].set_index("aux")
     assert s1.loc[seen["aux"], "status"] == "completed"
     assert s1.loc[seen["aux"], "node_id"] == head_id
+    # ... and the summary says so, by our trial id (not Ray's).
+    lost_id = s1.loc[seen["aux"], "trial_id"]
+    assert lost.summary.retries == {lost_id: 1}
+    text = (lost.paths.summary_md).read_text()
+    assert f"Retried after losing their node or worker: 1 trial(s), 1 retry ({lost_id} ×1)" in text
 
     # A trial fault is not an infrastructure fault: recorded failed, started once.
     assert s1.loc["k", "status"] == "failed"
@@ -108,3 +113,4 @@ def test_search_survives_the_loss_of_a_worker_node(tmp_path, two_node_cluster):
     pd.testing.assert_frame_equal(comparable(lost.trials), comparable(reference.trials))
     pd.testing.assert_frame_equal(history_by_candidate(lost), history_by_candidate(reference))
     assert lost.summary.recommended_aux == reference.summary.recommended_aux == "s"
+    assert reference.summary.retries == {}

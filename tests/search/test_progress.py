@@ -119,3 +119,36 @@ def test_it_pickles_with_the_experiment():
     cb = callback([])
     back = pickle.loads(pickle.dumps(cb))
     assert (back.label, back.final_epoch, back.planned_units) == ("stage1", 3, 12.0)
+
+
+def test_a_trial_that_lost_its_node_is_said_to_be_retried_and_counted(tmp_path):
+    """Ray's own "Trial task failed for trial <Ray id>" names no trial of ours; the progress
+    line says which, from where it restarts and which retry it is; the count is kept for the
+    summary."""
+    from rts.search.engine.paths import read_retries
+
+    lines: list[str] = []
+    retries = tmp_path / "stages" / "retries.json"
+    cb = ProgressCallback(
+        "stage2",
+        2,
+        2,
+        lines.append,
+        final_epoch=4,
+        tty=False,
+        first=0,
+        retries_file=str(retries),
+        max_retries=3,
+    )
+    cb.setup()
+    lost = trial(1, "RUNNING", epoch=3)
+    lost.checkpoint = object()
+    cb.on_trial_recover(1, [lost], lost)
+    assert lines[-1] == (
+        "stage2 s2-0002 lost its node or worker at epoch 3; retrying from its epoch-3 "
+        "checkpoint (retry 1 of 3)"
+    )
+    cb.on_trial_recover(2, [lost], lost)
+    assert lines[-1].endswith("(retry 2 of 3)")
+    assert read_retries(retries) == {"s2-0002": 2}
+    assert "2 retried" in cb.status([lost])

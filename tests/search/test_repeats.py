@@ -13,7 +13,7 @@ import optuna
 import pytest
 
 from rts.search.config.convert import load_config
-from rts.search.engine.stages import journal_storage
+from rts.search.engine.samplers import journal_storage
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
 

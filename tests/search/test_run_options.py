@@ -12,13 +12,7 @@ from rts.cli.main import build_parser, main, parse_args
 from rts.search.config.convert import diff_configs, dump_config, load_config, read_yaml
 from rts.search.config.schema import ConfigError, MlflowConfig, stage_resources
 from rts.search.engine.plan import format_plan, plan_search
-from rts.search.engine.stages import (
-    LOCAL_RAY_ENV,
-    RAY_ENV_DEFAULTS,
-    check_dashboard,
-    ray_env,
-    ray_init_kwargs,
-)
+from rts.search.engine.session import check_dashboard, ray_init_kwargs
 
 
 def test_stage_resources_override_the_top_level_block_field_by_field():
@@ -119,14 +113,6 @@ def test_tensorboard_false_writes_nothing(tmp_path):
     assert on.folder(trial) == tmp_path / "stage2" / "s2-0002"
 
 
-def test_auth_is_disabled_only_for_a_local_ray():
-    assert ray_env(None) == RAY_ENV_DEFAULTS
-    assert "RAY_AUTH_MODE" in LOCAL_RAY_ENV
-    joined = ray_env("auto")
-    assert "RAY_AUTH_MODE" not in joined
-    assert joined == {k: v for k, v in RAY_ENV_DEFAULTS.items() if k not in LOCAL_RAY_ENV}
-
-
 def test_ray_init_arguments_for_logs_and_dashboard():
     local = ray_init_kwargs(None, 2)
     assert local["address"] == "local" and local["num_cpus"] == 2
@@ -165,7 +151,7 @@ def test_verbose_counts_before_and_after_the_subcommand(argv, verbose):
 
 def test_rts_search_passes_worker_logs_and_dashboard_to_the_search(monkeypatch, capsys):
     pytest.importorskip("ray")
-    from rts.search.engine.stages import SearchInterrupted
+    from rts.search.engine.experiment import SearchInterrupted
     from rts.search.results import pipeline
 
     seen = {}

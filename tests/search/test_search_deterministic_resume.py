@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rts.search.engine.stages import RAY_ENV_DEFAULTS
+from rts.search.engine.session import RAY_ENV_DEFAULTS
 from tests.search.fake_trial import ENV_TRIAL
 from tests.search.subproc import ROOT, kill_session, read_events, saved_statuses
 from tests.search.test_search_deterministic import comparable

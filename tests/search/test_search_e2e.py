@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from rts.search.config.convert import load_config
+from rts.search.engine.samplers import journal_storage
 from rts.search.engine.space import Candidate
-from rts.search.engine.stages import journal_storage
 from rts.search.results.pareto import pareto_ranks
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import MARGINAL, FakeTrial, fake_vulnerability

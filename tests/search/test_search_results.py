@@ -237,7 +237,7 @@ def test_a_trial_without_a_saved_config_means_the_stage_was_interrupted(tmp_path
     """Ctrl-C can stop a trial before Ray writes its params.json: resume, don't crash."""
     from types import SimpleNamespace
 
-    from rts.search.engine.stages import SearchInterrupted, _check_complete
+    from rts.search.engine.experiment import SearchInterrupted, check_complete
 
     done = SimpleNamespace(config={"candidate": {"main": "d"}}, path=str(tmp_path / "a"))
     unsaved = SimpleNamespace(config={}, path=str(tmp_path / "b"))
@@ -248,10 +248,10 @@ def test_a_trial_without_a_saved_config_means_the_stage_was_interrupted(tmp_path
 
     paths = SimpleNamespace(location=str(tmp_path))
     with pytest.raises(SearchInterrupted, match="1 of 2 trials finished"):
-        _check_complete(Grid([done, unsaved]), 2, 2, paths)
+        check_complete(Grid([done, unsaved]), 2, 2, paths)
     Grid.num_errors = 0
     Grid.num_terminated = 2
-    _check_complete(Grid([done, done]), 2, 2, paths)  # complete: no error
+    check_complete(Grid([done, done]), 2, 2, paths)  # complete: no error
 
 
 def test_summary_flags_models_without_skill_and_distrusts_such_a_recommendation():

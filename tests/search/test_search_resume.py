@@ -18,8 +18,8 @@ import time
 import pandas as pd
 import pytest
 
+from rts.search.engine.session import RAY_ENV_DEFAULTS
 from rts.search.engine.space import Candidate
-from rts.search.engine.stages import RAY_ENV_DEFAULTS
 from tests.search.fake_trial import ENV_TRIAL, fake_vulnerability
 from tests.search.subproc import ROOT, kill_session, read_events, saved_statuses
 

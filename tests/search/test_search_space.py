@@ -11,14 +11,9 @@ import optuna
 import pytest
 
 from rts.search.config.convert import load_config
-from rts.search.engine.space import (
-    Candidate,
-    Space,
-    decode,
-    make_sampler,
-    make_searcher,
-    scheme_weights,
-)
+from rts.search.engine.samplers import SamplerRecipe, journal_storage, make_sampler
+from rts.search.engine.searcher import make_searcher
+from rts.search.engine.space import Candidate, Space, decode, scheme_weights
 from tests.search.samplers import StuckSampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -125,11 +120,15 @@ def test_samplers_are_reproducible_by_seed(name):
     assert run(1) != run(2)
 
 
-def searcher_for(storage, *, metrics=("vuln",), final_epoch=3):
+def searcher_for(storage, *, metrics=("vuln",), final_epoch=3, sampler="random"):
     sp = space(schemes=("searched",))  # continuous weights: no configuration repeats
-    sampler = make_sampler("random", sp, seed=0, n_trials=4)
     return make_searcher(
-        sp, sampler=sampler, metrics=metrics, final_epoch=final_epoch, budget=8, storage=storage
+        sp,
+        sampler=SamplerRecipe(sampler, sp, 8),
+        metrics=metrics,
+        final_epoch=final_epoch,
+        budget=8,
+        storage=storage,
     )
 
 
@@ -168,15 +167,13 @@ def test_two_objective_searcher():
 
 
 def test_restore_closes_trials_asked_after_the_snapshot(tmp_path):
-    from rts.search.engine.stages import journal_storage
-
     journal = tmp_path / "optuna.journal"
-    searcher = searcher_for(journal_storage(journal))
+    searcher = searcher_for(journal)
     searcher.suggest("a")
     snapshot = tmp_path / "searcher.pkl"
     searcher.save(str(snapshot))
     searcher.suggest("b")  # asked after the snapshot: unknown to a restored searcher
-    restored = searcher_for(journal_storage(journal))
+    restored = searcher_for(journal)
     restored.restore(str(snapshot))
     study = optuna.load_study(study_name="stage1", storage=journal_storage(journal))
     assert [t.state.name for t in study.trials] == ["RUNNING", "FAIL"]
@@ -187,7 +184,7 @@ def test_restore_closes_trials_asked_after_the_snapshot(tmp_path):
         .state.name
         == "COMPLETE"
     )
-    pickle.loads(pickle.dumps(restored.__dict__))  # Ray pickles the searcher's state
+    pickle.loads(pickle.dumps(restored))  # Ray pickles the searcher
 
 
 def test_space_from_config():
@@ -206,11 +203,15 @@ def test_space_from_config():
     )
 
 
+def stuck(seed: int) -> StuckSampler:
+    return StuckSampler(seed=seed)
+
+
 def two_config_searcher(storage, budget: int):
     sp = space(pool="s", max_aux=1)  # two configurations: "" and "s"
     return make_searcher(
         sp,
-        sampler=optuna.samplers.RandomSampler(seed=0),
+        sampler=stuck,  # always "" first: the repeats are certain
         metrics=("vuln",),
         final_epoch=1,
         budget=budget,
@@ -242,14 +243,14 @@ def test_searcher_answers_repeats_and_never_proposes_a_candidate_twice():
     assert all(t.state.name == "PRUNED" for t in waiting)  # b's outcome: pruned at epoch 0
     assert all(t.intermediate_values == {1: 0.4} for t in waiting)
     assert not [t for t in study.trials if t.state.name == "RUNNING"]
-    pickle.loads(pickle.dumps(searcher.__dict__))  # Ray pickles the searcher's state
+    pickle.loads(pickle.dumps(searcher))  # Ray pickles the searcher
 
 
 def stuck_search(storage, seed: int = 0):
     sp = space(pool="sD", max_aux=2)  # four configurations: "", "s", "D", "sD"
     return make_searcher(
         sp,
-        sampler=StuckSampler(),
+        sampler=stuck,
         metrics=("vuln",),
         final_epoch=1,
         budget=4,
@@ -272,7 +273,6 @@ def test_a_sampler_that_keeps_repeating_is_redrawn_at_random_while_untried_candi
         assert searcher.suggest("e") == "FINISHED"
         study = optuna.load_study(study_name="stage1", storage=storage)
         assert study.user_attrs.get("untrained_slots", 0) == 0
-        assert isinstance(searcher._ot_study.sampler, StuckSampler)  # its own sampler back
         return trained
 
     trained = run(0)

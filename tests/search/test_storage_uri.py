@@ -19,8 +19,8 @@ import rts.search.engine.storage as storage
 from rts.cli import main
 from rts.search.config.convert import load_config
 from rts.search.engine.paths import run_dir
+from rts.search.engine.samplers import journal_storage
 from rts.search.engine.space import Candidate
-from rts.search.engine.stages import journal_storage
 from rts.search.engine.storage import journal_at, sync_down, sync_up
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial, fake_vulnerability
