@@ -39,7 +39,7 @@ available for this trial."""
 
 @dataclass(frozen=True)
 class TrialRecord:
-    """Everything recorded about one trial, as :mod:`search.analysis` normalises it.
+    """Everything recorded about one trial, as :mod:`rts.search.analysis` normalises it.
 
     Attributes:
         row: the trial's row of ``RunData.trials`` (``trial_id``, ``stage``, ``tasks``, ``main``,

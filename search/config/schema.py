@@ -109,7 +109,7 @@ class SpaceConfig:
             concurrency, the machine's load or interruptions: stage 1 proposes in batches of
             ``batch`` candidates, each batch seeing only the batches finished before it, and
             prunes at rung barriers (synchronous successive halving) instead of in arrival
-            order. ``false``: Ray Tune's asynchronous ``OptunaSearch`` + ASHA (more
+            order. ``false``: the asynchronous study searcher + ASHA (more
             throughput on a large cluster; the answer can depend on timing).
         batch: candidates proposed together per stage-1 batch in deterministic mode (part of
             the result, unlike ``resources.max_concurrent``: at most this many trials run at

@@ -1,10 +1,10 @@
 """Deterministic stage 1 (``search.deterministic: true``): batches of proposals, rung barriers,
 tells in a fixed order; the driver owns the loop.
 
-Asynchronous stage 1 (Ray's ``OptunaSearch`` + ASHA) lets the sampler propose from whatever has
-finished at that instant and ASHA judge a trial against whatever its rung holds at that instant,
-so the answer depends on timing. Here the same config gives the same tables at any concurrency,
-on an idle or a loaded machine, with or without interruptions:
+Asynchronous stage 1 (:class:`~.searcher.StudySearcher` + ASHA) lets the sampler propose from
+whatever has finished at that instant and ASHA judge a trial against whatever its rung holds at
+that instant, so the answer depends on timing. Here the same config gives the same tables at any
+concurrency, on an idle or a loaded machine, with or without interruptions:
 
 1. **Batches of proposals.** Optuna (ask/tell on the run's journal-backed study) proposes
    ``search.batch`` candidates at a time; a batch sees the told results of the finished batches

@@ -130,7 +130,7 @@ def mode_text(mode: str, batch: int | None = None) -> str:
             "config gives the same tables, with any concurrency, load or interruptions"
         )
     return (
-        "asynchronous (Ray Tune's OptunaSearch and ASHA act on the order trials report in): "
+        "asynchronous (the study searcher and ASHA act on the order trials report in): "
         "more throughput, but a rerun can choose differently; search.deterministic: true "
         "reproduces"
     )

@@ -101,13 +101,21 @@ def make_sampler(
 
 @dataclass(frozen=True)
 class SamplerRecipe:
-    """How to build the configured sampler for one ask: a plain, picklable description."""
+    """How to build the configured sampler for one ask: a plain, picklable description.
+
+    ``fixed_seed``: build every sampler with this seed instead of the ask's. Optuna's grid
+    sampler needs it: it gives trial ``n`` the ``n``-th point of a permutation drawn from its
+    seed, so a new seed at every ask would land on points already running.
+    """
 
     name: str
     space: Space
     n_trials: int
+    fixed_seed: int | None = None
 
     def __call__(self, seed: int) -> optuna.samplers.BaseSampler:
+        if self.fixed_seed is not None:
+            seed = self.fixed_seed
         return make_sampler(self.name, self.space, seed=seed, n_trials=self.n_trials)
 
 

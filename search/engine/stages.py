@@ -110,7 +110,13 @@ def _stage1(
         metrics = (s1.metric, "clean_error") if cfg.search.objective == "pareto" else (s1.metric,)
         searcher = make_searcher(
             space,
-            sampler=SamplerRecipe(cfg.sampler, space, total),
+            # the grid's order is drawn once from the search seed (as one grid sampler would)
+            sampler=SamplerRecipe(
+                cfg.sampler,
+                space,
+                total,
+                fixed_seed=cfg.search.seed if cfg.sampler == "grid" else None,
+            ),
             metrics=metrics,
             final_epoch=cfg.stage1.epochs,
             budget=total,

@@ -46,7 +46,7 @@ class TensorBoardCallback(TBXLoggerCallback):
         super().__init__()
         self.root = root
         self.stage = stage
-        self.first = first  # Ray's counter of the first trial (stages.trial_number)
+        self.first = first  # Ray's counter of the first trial (paths.trial_number)
 
     def folder(self, trial: Any) -> Path:
         """The trial's event folder (``s<stage>-<n>``, or Ray's id before it has a number)."""
@@ -110,7 +110,7 @@ def tracking_callbacks(
 ) -> list[Any]:
     """The tracker callbacks of one stage's experiment (the TensorBoard one always: with
     ``tensorboard: false`` it keeps Ray from writing its own event files); ``first`` is
-    :func:`~rts.search.engine.stages.trial_number`'s."""
+    :func:`~rts.search.engine.paths.trial_number`'s."""
     root = str(tensorboard_root) if tracking.tensorboard else None
     out: list[Any] = [TensorBoardCallback(root, stage, first)]
     tags = {"rts_run": run_name, "stage": f"stage{stage}"}

@@ -2,16 +2,16 @@
 
 Ray stays here. The trainable decodes the trial's config into a frozen spec, restores the last
 checkpoint folder if Ray resumes the trial (else the one its config names, :data:`RESUME_KEY`),
-and hands the trial function a :class:`~search.trial.TrialSession` whose ``report`` turns each
+and hands the trial function a :class:`~.trial.TrialSession` whose ``report`` turns each
 epoch's metrics into ``ray.tune.report`` (with a checkpoint folder when the trial wrote its
 state). It also adds where the trial ran (``node_id``, ``hostname``), and fails the trial with
-:class:`~search.trial.TrialDiverged` when a loss or metric is not finite.
+:class:`~.trial.TrialDiverged` when a loss or metric is not finite.
 
 A trial fault (an exception of the trial function, a non-finite metric) ends the trial with a
-last result saying why (:func:`~search.faults.failed_result`) instead of an error, so Ray's
+last result saying why (:func:`~.faults.failed_result`) instead of an error, so Ray's
 retries (``FailureConfig``) are spent on infrastructure faults only: an exception of Ray itself
 (a checkpoint upload that failed, a lost object) is raised again, and a lost node or killed
-worker never reaches this code (:mod:`search.faults`).
+worker never reaches this code (:mod:`rts.search.engine.faults`).
 """
 
 from __future__ import annotations

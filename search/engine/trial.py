@@ -2,7 +2,7 @@
 
 A trial function has the signature ``trial_fn(spec, session) -> None``: it trains ``spec``
 epoch by epoch and calls ``session.report(metrics, write_checkpoint)`` after every epoch. Ray
-stays at the edge (:mod:`search.trainable` builds the session from ``ray.tune``), so trial
+stays at the edge (:mod:`.trainable` builds the session from ``ray.tune``), so trial
 functions run and test without Ray. :func:`run_trial` is the real one (models + attacks);
 :func:`load_trial_fn` loads a user's own (``search.trial_fn: module:function``); the tests'
 stand-ins (``tests/search/fake_trial.py``) plug in the same way.

@@ -65,7 +65,7 @@ class Summary:
         significant: whether that interval lies below 0 (``None``: no baseline or no
             per-image errors to test with).
         mode: how stage 1 ran: ``deterministic`` (batches, rung barriers: a rerun gives the same
-            tables) or ``asynchronous`` (Ray Tune's OptunaSearch and ASHA).
+            tables) or ``asynchronous`` (the study searcher and ASHA).
         batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
         seeds: training seeds per stage-2 model (``stage2.seeds``): with more than one, every
             stage-2 value is the mean over them and its interval spans seeds × images.

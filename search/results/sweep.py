@@ -4,9 +4,9 @@
 checkpoint of a search run (or the ``--trials`` chosen) the way the search attacked it (its
 attacked tasks, images, attacks, steps, seed and options; the step size keeps the run's ratio
 step/eps) at each budget, and appends the rows to the run's ``attacks.parquet`` (and the main
-task's per-image errors to ``images.parquet``), keyed by :data:`~search.results.tables.ATTACK_KEY`.
+task's per-image errors to ``images.parquet``), keyed by :data:`~.tables.ATTACK_KEY`.
 A budget already there is skipped, the search's own included, so a rerun adds nothing and a new
-eps adds only its rows. Every new row carries :data:`~search.results.tables.SWEEP_COLUMNS`: the
+eps adds only its rows. Every new row carries :data:`~.tables.SWEEP_COLUMNS`: the
 task's skill on the attacked images and its vulnerability with a 95 % bootstrap interval.
 """
 

@@ -33,7 +33,7 @@ under every attack (``worst`` included), for intervals and paired comparisons.""
 
 BUDGET_COLUMNS = ("norm", "eps", "steps")
 """The budget of a measurement: a run's ``attacks`` and ``images`` tables hold the search's own
-budget and those ``rts attack RUN --eps ... --norm ...`` added (:mod:`search.results.sweep`)."""
+budget and those ``rts attack RUN --eps ... --norm ...`` added (:mod:`rts.search.results.sweep`)."""
 
 ATTACK_KEY = ("trial_id", "attack", "attacked", "task", *BUDGET_COLUMNS)
 """What identifies a row of ``attacks.parquet``."""

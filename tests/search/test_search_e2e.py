@@ -195,11 +195,15 @@ def test_diverged_trial_is_recorded_as_failed(local_ray, tmp_path):
     assert out.summary.recommended_aux == "s"
 
 
-def test_pareto_search_with_searched_weights(local_ray, tmp_path):
+@pytest.mark.parametrize("deterministic", [False, True], ids=["asynchronous", "deterministic"])
+def test_pareto_search_with_searched_weights(local_ray, tmp_path, deterministic):
+    """NSGA-II (the Pareto default) in both modes: Optuna 5.1's NSGA-II holds a thread lock, so a
+    searcher that pickled its sampler with the experiment failed at the Tuner's start."""
     cfg = load_config(
         None,
         [
             "name=pareto",
+            f"search.deterministic={str(deterministic).lower()}",
             "search.pool=sDnk",
             "search.max_aux=2",
             "search.objective=pareto",
@@ -219,10 +223,12 @@ def test_pareto_search_with_searched_weights(local_ray, tmp_path):
     s1 = out.trials[out.trials["stage"] == 1]
     assert len(s1) == 8
     for _, row in s1.iterrows():
-        params = json.loads(row["params"])
+        params = json.loads(row["params"])  # asynchronous: Optuna's own parameters too
         weight_params = {k[2:] for k in params if k.startswith("w_")}
+        weights = json.loads(params["weights"])
         if row["scheme"] == "searched":
-            assert weight_params == set(row["aux"])  # weights only for the chosen tasks
+            assert weight_params == (set() if deterministic else set(row["aux"]))
+            assert set(weights) == set(row["tasks"])  # weights only for the chosen tasks
             assert row[f"w_{row['main']}"] == 1.0
         else:
             assert weight_params == set()

@@ -104,3 +104,21 @@ def test_a_stage1_started_by_the_earlier_searcher_is_refused_in_one_line(tmp_pat
     assert "\n" not in message and "delete" in message and "optuna.journal" in message
     (exp / "tuner.pkl").write_bytes(b"\x80\x05rts.search.engine.searcher\x94StudySearcher")
     check_searcher_version(str(exp))  # this version's: no error
+
+
+def test_an_exhaustive_grid_asks_each_point_once_while_trials_run(tmp_path):
+    """Optuna's grid sampler numbers its points by trial number in a permutation drawn from its
+    seed: with the search seed fixed, seven running slots get the seven subsets, no repeat."""
+    sp = dataclasses.replace(space(), pool="sDk", max_aux=2, grid=True)
+    s = make_searcher(
+        sp,
+        sampler=SamplerRecipe("grid", sp, 7, fixed_seed=0),
+        metrics=("vuln",),
+        final_epoch=2,
+        budget=7,
+        storage=tmp_path / "optuna.journal",
+    )
+    proposed = [decode(s.suggest(f"t{i}")).aux for i in range(7)]
+    assert sorted(proposed) == sorted(["", "s", "D", "k", "sD", "sk", "Dk"])
+    assert len(s.study.trials) == 7  # no repeat was asked and answered
+    assert s.suggest("t7") == "FINISHED"
