@@ -241,27 +241,3 @@ class StudySearcher(Searcher):
             tell_outcome(self.study, trial if trial is not None else number, outcome)
         except Exception as exc:  # never let bookkeeping kill the search
             log.warning("optuna could not record trial %s: %s", number, exc)
-
-
-def make_searcher(
-    space: Space,
-    *,
-    sampler: SamplerFactory,
-    metrics: Sequence[str],
-    final_epoch: int,
-    budget: int,
-    storage: str | os.PathLike[str] | optuna.storages.BaseStorage,
-    seed: int = 0,
-) -> StudySearcher:
-    """The stage-1 searcher over ``space``, minimising ``metrics`` (one or two), for ``budget``
-    trials (a repeated candidate is answered, not trained), its study in ``storage``; ``seed``
-    seeds every ask's sampler (see :class:`StudySearcher`)."""
-    return StudySearcher(
-        space,
-        sampler=sampler,
-        metrics=metrics,
-        final_epoch=final_epoch,
-        budget=budget,
-        storage=storage,
-        seed=seed,
-    )

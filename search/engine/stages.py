@@ -93,7 +93,7 @@ def _stage1(
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from rts.search.engine.samplers import SamplerRecipe
-    from rts.search.engine.searcher import make_searcher
+    from rts.search.engine.searcher import StudySearcher
 
     exp = paths.experiment(1)
     total = stage1_trial_count(cfg)
@@ -108,7 +108,7 @@ def _stage1(
         space = Space.from_config(cfg)
         s1 = cfg.stage1
         metrics = (s1.metric, "clean_error") if cfg.search.objective == "pareto" else (s1.metric,)
-        searcher = make_searcher(
+        searcher = StudySearcher(
             space,
             # the grid's order is drawn once from the search seed (as one grid sampler would)
             sampler=SamplerRecipe(

@@ -12,7 +12,7 @@ import pytest
 
 from rts.search.config.convert import load_config
 from rts.search.engine.samplers import SamplerRecipe, journal_storage, make_sampler
-from rts.search.engine.searcher import make_searcher
+from rts.search.engine.searcher import StudySearcher
 from rts.search.engine.space import Candidate, Space, decode, scheme_weights
 from tests.search.samplers import StuckSampler
 
@@ -122,7 +122,7 @@ def test_samplers_are_reproducible_by_seed(name):
 
 def searcher_for(storage, *, metrics=("vuln",), final_epoch=3, sampler="random"):
     sp = space(schemes=("searched",))  # continuous weights: no configuration repeats
-    return make_searcher(
+    return StudySearcher(
         sp,
         sampler=SamplerRecipe(sampler, sp, 8),
         metrics=metrics,
@@ -209,7 +209,7 @@ def stuck(seed: int) -> StuckSampler:
 
 def two_config_searcher(storage, budget: int):
     sp = space(pool="s", max_aux=1)  # two configurations: "" and "s"
-    return make_searcher(
+    return StudySearcher(
         sp,
         sampler=stuck,  # always "" first: the repeats are certain
         metrics=("vuln",),
@@ -248,7 +248,7 @@ def test_searcher_answers_repeats_and_never_proposes_a_candidate_twice():
 
 def stuck_search(storage, seed: int = 0):
     sp = space(pool="sD", max_aux=2)  # four configurations: "", "s", "D", "sD"
-    return make_searcher(
+    return StudySearcher(
         sp,
         sampler=stuck,
         metrics=("vuln",),

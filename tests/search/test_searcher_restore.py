@@ -16,7 +16,7 @@ import pytest
 
 from rts.search.config.schema import ConfigError
 from rts.search.engine.samplers import SamplerRecipe, journal_storage
-from rts.search.engine.searcher import StudySearcher, make_searcher
+from rts.search.engine.searcher import StudySearcher
 from rts.search.engine.space import Space, decode
 from rts.search.engine.stages import check_searcher_version
 
@@ -31,7 +31,7 @@ def space() -> Space:
 
 def searcher(journal: Path, sampler: str = "tpe", metrics=("vuln",)) -> StudySearcher:
     sp = dataclasses.replace(space(), grid=sampler == "grid")
-    return make_searcher(
+    return StudySearcher(
         sp,
         sampler=SamplerRecipe(sampler, sp, 12),
         metrics=metrics,
@@ -110,7 +110,7 @@ def test_an_exhaustive_grid_asks_each_point_once_while_trials_run(tmp_path):
     """Optuna's grid sampler numbers its points by trial number in a permutation drawn from its
     seed: with the search seed fixed, seven running slots get the seven subsets, no repeat."""
     sp = dataclasses.replace(space(), pool="sDk", max_aux=2, grid=True)
-    s = make_searcher(
+    s = StudySearcher(
         sp,
         sampler=SamplerRecipe("grid", sp, 7, fixed_seed=0),
         metrics=("vuln",),

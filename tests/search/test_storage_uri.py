@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import signal
 from pathlib import Path
@@ -192,35 +191,61 @@ def test_sync_down_clears_a_staging_copy_whose_remote_is_gone(tmp_path):
 # The Optuna journal travels with Ray's snapshot
 
 
-def finished_values(storage_obj) -> list[float]:
-    study = optuna.load_study(study_name="s", storage=storage_obj)
+def searcher_at(journal: Path):
+    from rts.search.engine.samplers import SamplerRecipe
+    from rts.search.engine.searcher import StudySearcher
+    from rts.search.engine.space import Space
+
+    sp = Space(  # continuous weights: no proposal repeats an earlier one
+        main="d", pool="sDnk", min_aux=0, max_aux=4, encoders=("resnet18",), schemes=("searched",)
+    )
+    return StudySearcher(
+        sp,
+        sampler=SamplerRecipe("random", sp, 8),
+        metrics=("vuln",),
+        final_epoch=1,
+        budget=8,
+        storage=journal,
+    )
+
+
+def finished_values(journal: Path) -> list[float]:
+    study = optuna.load_study(study_name="stage1", storage=journal_storage(journal))
     return [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
-def test_snapshot_journal_is_restored_where_the_run_is_now(tmp_path):
+def test_the_searchers_journal_is_restored_where_the_run_is_now(tmp_path):
+    """The study travels in the searcher's saved state (what Ray's snapshot holds) and comes
+    back into the staging copy of the machine that restores (journal_at)."""
     a, b = tmp_path / "machine-a" / "optuna.journal", tmp_path / "machine-b" / "optuna.journal"
-    study = optuna.create_study(study_name="s", storage=journal_storage(a))
-    for x in (3.0, 1.0, 2.0):
-        study.tell(study.ask(), x)
-    snapshot = pickle.dumps(study._storage)  # what Ray's searcher snapshot holds
-    study.tell(study.ask(), 9.0)  # after the snapshot
+    first = searcher_at(a)
+    for i, x in enumerate((3.0, 1.0, 2.0)):
+        first.suggest(f"t{i}")
+        first.on_trial_complete(f"t{i}", {"vuln": x, "epoch": 1})
+    state = tmp_path / "searcher-state.pkl"
+    first.save(str(state))
+    first.suggest("t3")
+    first.on_trial_complete("t3", {"vuln": 9.0, "epoch": 1})  # after the save
 
     shutil.rmtree(a.parent)  # the first machine is gone
     with journal_at(b):
-        restored = pickle.loads(snapshot)
-    assert finished_values(restored) == [3.0, 1.0, 2.0]
-    assert finished_values(journal_storage(b)) == [3.0, 1.0, 2.0]
+        searcher_at(a).restore(str(state))
+    assert finished_values(b) == [3.0, 1.0, 2.0]
     assert not a.exists()
 
-    # A journal that went on after the snapshot is kept; the restored storage sees it all.
-    study_b = optuna.load_study(study_name="s", storage=journal_storage(b))
-    study_b.tell(study_b.ask(), 5.0)
+    # A journal that went on after the save is kept.
+    again = searcher_at(b)
+    again.restore(str(state))
+    again.suggest("t3")
+    again.on_trial_complete("t3", {"vuln": 5.0, "epoch": 1})
     with journal_at(b):
-        assert finished_values(pickle.loads(snapshot)) == [3.0, 1.0, 2.0, 5.0]
-    # A journal of another history is replaced by the snapshot's.
+        searcher_at(a).restore(str(state))
+    assert finished_values(b) == [3.0, 1.0, 2.0, 5.0]
+    # A journal of another history is replaced by the saved one.
     b.write_bytes(b"")
     with journal_at(b):
-        assert finished_values(pickle.loads(snapshot)) == [3.0, 1.0, 2.0]
+        searcher_at(a).restore(str(state))
+    assert finished_values(b) == [3.0, 1.0, 2.0]
 
 
 # --------------------------------------------------------------------------------------------
