@@ -109,16 +109,23 @@ def _nan_family(value: np.ndarray, seeds: int, images: int, method: str, conf: f
     return Family(value, nan1, nan1.copy(), nan2, nan2.copy(), seeds, images, method, conf)
 
 
-def _band(centred: np.ndarray, confidence: float) -> tuple[float, np.ndarray]:
+def _band(centred: np.ndarray, confidence: float, n: int) -> tuple[float, np.ndarray]:
     """Single-step max-t band: the ``confidence`` quantile of ``max |centred| / sd`` over the
-    columns of the bootstrap draws ``centred`` ``[B, K]``, and the columns' sd ``[K]``.
-    Columns without spread (sd 0) are known exactly and do not enter the maximum."""
-    sd = centred.std(axis=0, ddof=1)
+    columns of the bootstrap draws ``centred`` ``[B, K]``, and the columns' sd ``[K]``, scaled
+    by ``√(n / (n − 1))`` (a bootstrap over ``n`` images underestimates the variance by
+    ``(n − 1) / n``), its quantile read on Student's t scale. Columns without spread (sd 0)
+    are known exactly and do not enter the maximum."""
+    from scipy.stats import norm
+    from scipy.stats import t as student
+
+    sd = centred.std(axis=0, ddof=1) * math.sqrt(n / (n - 1))
     spread = sd > 0
     if not spread.any():
         return 0.0, sd
-    t = np.abs(centred[:, spread]) / sd[spread]
-    return float(np.quantile(t.max(axis=1), confidence)), sd
+    z = float(np.quantile((np.abs(centred[:, spread]) / sd[spread]).max(axis=1), confidence))
+    # the sd is estimated from n images: read the quantile on Student's t scale (n − 1 df), as
+    # a t-test does; without it a maximum over many pairs exceeds its level (7.5 % for 5 %)
+    return float(student.ppf(norm.cdf(z), n - 1)), sd
 
 
 def _images(
@@ -142,12 +149,12 @@ def _images(
     if len(draws) < max(10, n_resamples // 2):
         return _nan_family(value, 1, n, "images", confidence)
     centred = draws - value
-    crit, sd = _band(centred, confidence)
+    crit, sd = _band(centred, confidence, n)
     low, high = value - crit * sd, value + crit * sd
     diff_low, diff_high = np.full((m, m), np.nan), np.full((m, m), np.nan)
     if m > 1:
         i, j = np.triu_indices(m, k=1)
-        crit_d, sd_d = _band(centred[:, i] - centred[:, j], confidence)
+        crit_d, sd_d = _band(centred[:, i] - centred[:, j], confidence, n)
         d = value[i] - value[j]
         diff_low[i, j], diff_high[i, j] = d - crit_d * sd_d, d + crit_d * sd_d
         diff_low[j, i], diff_high[j, i] = -diff_high[i, j], -diff_low[i, j]

@@ -11,7 +11,10 @@ seed (``search.trial_seed``), then, for every vulnerability statistic
 
 * **split-half Spearman**: the subsets ranked by the mean over half of the seeds against the
   ranking by the mean over the other half, averaged over every split (and its minimum): how
-  reproducible the ranking a study reports is. Goal: ≥ 0.8 for the default statistic.
+  reproducible the ranking a study reports is. Goal: ≥ 0.8 for the default statistic. An odd
+  seed count splits into ⌊S/2⌋ and ⌈S/2⌉ seeds (every seed used); splits whose half is constant
+  are counted and warned about; beside it the Spearman-Brown reliability of the full S-seed
+  mean, ``2 r / (1 + r)``.
 * **distinguishable from the best**: the share of subsets whose paired bootstrap interval of
   the difference to the best (pooled over images and seeds) lies above 0.
 * the main task's **skill** of every model (min and median over seeds), and how many models have
@@ -30,7 +33,9 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,23 +85,62 @@ def seeds_needed(r1: float, goal: float = GOAL) -> float:
     return 2.0 * math.ceil(round(goal * (1 - r1) / (r1 * (1 - goal)), 9))
 
 
-def split_half_spearman(values: pd.DataFrame) -> tuple[float, float]:
-    """Mean and minimum, over every split of the seeds (columns) into two halves, of the
-    Spearman correlation between the halves' mean values across subsets (rows)."""
+@dataclass(frozen=True)
+class SplitHalf:
+    """Split-half reliability of the ranking over ``S`` seeds.
+
+    Attributes:
+        mean, min: Spearman correlation between the halves' mean values across subsets, mean
+            and minimum over the splits that could be scored.
+        splits: splits scored; every split of the seeds into halves of ⌊S/2⌋ and ⌈S/2⌉ seeds
+            once (odd S: every seed is used, the halves differ by one seed).
+        constant: splits left out because a half's means are constant (or under 3 subsets):
+            their correlation is undefined; counted here and warned about, never silent.
+        full: the Spearman-Brown reliability of the full ``S``-seed mean, ``2 r / (1 + r)``
+            from the mean split-half ``r`` (a half holds about half the seeds).
+    """
+
+    mean: float
+    min: float
+    splits: int
+    constant: int
+    full: float
+
+
+def split_half(values: pd.DataFrame) -> SplitHalf:
+    """:class:`SplitHalf` of the seeds (columns) of ``values`` (rows: subsets)."""
     seeds = list(values.columns)
     half = len(seeds) // 2
     if half < 1:
-        return math.nan, math.nan
-    rhos = []
+        return SplitHalf(math.nan, math.nan, 0, 0, math.nan)
+    rhos, constant = [], 0
     for first in itertools.combinations(seeds, half):
-        if seeds[0] not in first:  # each split once
+        if len(seeds) % 2 == 0 and seeds[0] not in first:  # each even split once
             continue
-        second = [s for s in seeds if s not in first][:half]
+        second = [s for s in seeds if s not in first]
         a, b = values[list(first)].mean(axis=1), values[second].mean(axis=1)
         ok = a.notna() & b.notna()
         if ok.sum() >= 3 and a[ok].nunique() > 1 and b[ok].nunique() > 1:
             rhos.append(float(spearmanr(a[ok], b[ok]).statistic))
-    return (float(np.mean(rhos)), float(np.min(rhos))) if rhos else (math.nan, math.nan)
+        else:
+            constant += 1
+    if constant:
+        warnings.warn(
+            f"{constant} split(s) of the seeds left out of the split-half reliability: a half's "
+            "means are constant or cover under 3 subsets (the correlation is undefined)",
+            stacklevel=2,
+        )
+    if not rhos:
+        return SplitHalf(math.nan, math.nan, 0, constant, math.nan)
+    r = float(np.mean(rhos))
+    full = 2 * r / (1 + r) if r > -1 else math.nan
+    return SplitHalf(r, float(np.min(rhos)), len(rhos), constant, full)
+
+
+def split_half_spearman(values: pd.DataFrame) -> tuple[float, float]:
+    """Mean and minimum of :func:`split_half` (every seed used, also for an odd count)."""
+    r = split_half(values)
+    return r.mean, r.min
 
 
 def distinguishable_share(
@@ -208,12 +252,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for name in STATISTICS:
         values = pd.DataFrame({s: subset_values(images[s], trials[s], name) for s in seeds})
-        mean_rho, min_rho = split_half_spearman(values)
+        halves = split_half(values)
         rows.append(
             {
                 "statistic": name,
-                "split-half Spearman (mean)": mean_rho,
-                "split-half Spearman (min)": min_rho,
+                "split-half Spearman (mean)": halves.mean,
+                "split-half Spearman (min)": halves.min,
+                f"full {len(seeds)}-seed reliability (Spearman-Brown)": halves.full,
+                "splits scored / left out (constant)": f"{halves.splits} / {halves.constant}",
                 "distinguishable from the best": distinguishable_share(images, trials, name),
                 "one-seed Spearman": pairwise_spearman(values),
                 f"seeds for {GOAL} (Spearman-Brown)": seeds_needed(pairwise_spearman(values)),
