@@ -15,8 +15,9 @@ seed (``search.trial_seed``), then, for every vulnerability statistic
   seed count splits into ⌊S/2⌋ and ⌈S/2⌉ seeds (every seed used); splits whose half is constant
   are counted and warned about; beside it the Spearman-Brown reliability of the full S-seed
   mean, ``2 r / (1 + r)``.
-* **distinguishable from the best**: the share of subsets whose paired bootstrap interval of
-  the difference to the best (pooled over images and seeds) lies above 0.
+* **distinguishable from the best**: the share of subsets whose paired simultaneous interval of
+  the difference to the best (the seeds as clusters; :mod:`rts.attacks.simultaneous`) lies
+  above 0.
 * the main task's **skill** of every model (min and median over seeds), and how many models have
   not learned it (skill ≤ 0): a ranking of such models is noise whatever the statistic.
 
@@ -158,32 +159,30 @@ def distinguishable_share(
 def versus_single_task(
     images: dict[int, pd.DataFrame], trials: dict[int, pd.DataFrame], statistic: str
 ) -> pd.DataFrame:
-    """RQ1 on the truth: every subset's statistic over all seeds × images with its interval, and
-    its paired difference to the single-task model (``""``) with its interval: ``more robust``
-    (interval below 0), ``less robust`` (above 0) or ``tied``."""
-    from rts.attacks.statistics import interval, paired_difference
+    """RQ1 on the truth: every subset's statistic (mean over the seeds) with its simultaneous
+    interval, and its paired difference to the single-task model with its verdict: ``more
+    robust`` (interval below 0), ``less robust`` (above 0) or ``tied``; the seeds are clusters
+    and the error rate is family-wise over the subsets (:func:`compare`)."""
+    from rts.search.results.recommend import compare, verdict_of
 
-    units = truth_units(images, trials)
-    clean = units.pivot_table(index="unit", columns="key", values="clean_error").dropna()
-    adv = units.pivot_table(index="unit", columns="key", values="adv_error").loc[clean.index]
+    units = truth_units(images, trials).replace({"key": {"": "(none)"}})
+    comp = compare(units, statistic, baseline="(none)")
+    if comp is None:
+        return pd.DataFrame()
+    words = {"better": "more robust", "worse": "less robust", "tied": "tied"}
     rows = []
-    for key in clean.columns:
-        pair = (clean[key].to_numpy(), adv[key].to_numpy())
-        value, lo, hi = interval(*pair, statistic)
-        d = (0.0, 0.0, 0.0)
-        if key != "":
-            d = paired_difference(pair, (clean[""].to_numpy(), adv[""].to_numpy()), statistic)
-        verdict = "more robust" if d[2] < 0 else "less robust" if d[1] > 0 else "tied"
+    for r in comp.table.itertuples():
+        d = (r.base_diff, r.base_diff_low, r.base_diff_high)
         rows.append(
             {
-                "aux": key or "(none)",
-                "value": value,
-                "low": lo,
-                "high": hi,
+                "aux": r.key,
+                "value": r.value,
+                "low": r.low,
+                "high": r.high,
                 "minus single-task": d[0],
                 "diff low": d[1],
                 "diff high": d[2],
-                "verdict": verdict if key else "single-task model",
+                "verdict": words[verdict_of(d)] if r.key != "(none)" else "single-task model",
             }
         )
     return pd.DataFrame(rows).sort_values("value").reset_index(drop=True)
@@ -281,8 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print(markdown(versus))
     print(
-        "\n(intervals: bootstrap over seed × image units; 'seeds less robust': in how many "
-        "training seeds the subset's own value is above the single-task model's)"
+        "\n(intervals: simultaneous, resting on the seeds (each seed's statistic is one "
+        "observation); 'seeds less robust': in how many training seeds the subset's own value "
+        "is above the single-task model's)"
     )
     pool = "".join(dict.fromkeys("".join(values.index)))
     print(f"\n# Marginal effect of each auxiliary task ({default} statistic, additive fit)\n")
