@@ -66,3 +66,15 @@ def test_a_run_without_per_image_errors_says_it_cannot_test(tmp_path):
     assert "diff" not in rec and "target_low" not in rec
     text = "\n".join(recommendation_lines(rec, pd.DataFrame()))
     assert "no per-image errors" in text and "One training seed" not in text
+
+
+def test_the_paired_differences_figure_shows_what_the_verdicts_are_read_from(tmp_path):
+    from rts.search.report.html import differences_item
+
+    run = load_run(with_images(write_fake_run_folder(tmp_path / "run"), noise=0.05))
+    item = differences_item(run, pd.DataFrame())
+    assert item is not None and item.id == "differences" and item.png.startswith(b"\x89PNG")
+    assert "not from whether two models' own intervals overlap" in item.caption
+    ((_, numbers),) = item.tables
+    assert numbers.loc["dn", "minus the single-task model"].endswith("(better)")
+    assert numbers.loc["d", "minus the recommendation"].endswith("(worse)")
