@@ -76,7 +76,7 @@ class Summary:
             tables) or ``asynchronous`` (Ray Tune's OptunaSearch and ASHA).
         batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
         seeds: training seeds per stage-2 model (``stage2.seeds``): with more than one, every
-            stage-2 value is the mean over them and its interval spans seeds × images.
+            stage-2 value is the mean over them and its interval rests on the seeds (clusters).
         stage1_repeats: stage-1 proposals that repeated a candidate already run and were
             answered from that trial's outcome instead of trained (compute saved).
     """
