@@ -31,6 +31,10 @@ if TYPE_CHECKING:
 MIN_SKILL = 0.0
 """A main task at or below this skill is flagged: its vulnerability says nothing."""
 
+MIN_TRIVIAL_ERROR = 1e-9
+"""A trivial error at or below this is no yardstick (labels constant to rounding): the skill is
+unknown rather than ``1 − error / 1e-12``, a huge negative number."""
+
 MIN_SPREAD = 0.05
 """A prediction whose spread across images is below this share of the labels' is flagged."""
 
@@ -72,6 +76,10 @@ def fit_trivial(batches: Batches, tasks: str | Iterable[str]) -> TrivialPredicto
 
     Invalid label pixels (NaN, :data:`SEG_IGNORE`) are skipped; a pixel never valid takes the
     mean (majority) over all valid pixels.
+
+    Raises:
+        ValueError: a dense label holds an infinite value (it would make the trivial error, and
+            so every skill, infinite or NaN; invalid pixels must be NaN).
     """
     keys = parse_tasks(tasks)
     sums: dict[str, Tensor] = {}
@@ -88,6 +96,11 @@ def fit_trivial(batches: Batches, tasks: str | Iterable[str]) -> TrivialPredicto
                 sums[k] = sums[k] + add if k in sums else add
             else:
                 label = label.double()
+                if torch.isinf(label).any():
+                    raise ValueError(
+                        f"labels of task {k!r} hold infinite values; mark invalid pixels with "
+                        "NaN (the trivial predictor and every skill would be infinite or NaN)"
+                    )
                 valid = ~torch.isnan(label)
                 add = torch.where(valid, label, 0.0).sum(dim=0)
                 n = valid.sum(dim=0).double()
@@ -141,8 +154,13 @@ def trivial_val_errors(
 
 
 def skill(model_error: float, trivial_error: float) -> float:
-    """``1 − model_error / trivial_error``; NaN when the trivial error is 0 or unknown."""
-    if not trivial_error > 0 or math.isnan(model_error):
+    """``1 − model_error / trivial_error``; NaN (unknown) when the trivial error is at most
+    :data:`MIN_TRIVIAL_ERROR`, not finite, or the model's error is unknown."""
+    if (
+        not trivial_error > MIN_TRIVIAL_ERROR
+        or not math.isfinite(trivial_error)
+        or math.isnan(model_error)
+    ):
         return math.nan
     return 1.0 - model_error / trivial_error
 

@@ -13,7 +13,9 @@ summary of them ranks models is a choice (``attack.statistic``):
 =================== =============================================================================
 
 Intervals are 95 % percentile bootstraps over images (``scipy.stats.bootstrap``); comparisons of
-two models attacked on the same images are paired (:func:`paired_difference`).
+two models attacked on the same images are paired (:func:`paired_difference`). Verdicts over
+several models and training seeds (simultaneous intervals) live in
+:mod:`rts.attacks.simultaneous`; they resample with :func:`resampled_statistic`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,29 @@ STATISTICS: dict[str, Statistic] = {
     "adv_error": mean_adv_error,
 }
 """The vulnerability statistics by name (``attack.statistic``)."""
+
+
+def resampled_statistic(name: str, clean: np.ndarray, adv: np.ndarray, index: np.ndarray):
+    """The statistic ``name`` on every bootstrap resample at once: ``index`` ``[B, N]`` holds
+    the resampled image indices, the result is ``[B]`` (NaN where undefined), equal to calling
+    :func:`get_statistic` on each row (vectorised: thousands of resamples in milliseconds)."""
+    get_statistic(name)
+    c, a = clean[index], adv[index]
+    if name == "adv_error":
+        return a.mean(axis=1)
+    if name == "ratio_of_means":
+        base = c.mean(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(base > 0, (a.mean(axis=1) - base) / base, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(c > 0, (a - c) / c, np.nan)
+    defined = (c > 0).any(axis=1)
+    out = np.full(index.shape[0], np.nan)
+    if name == "mean":
+        out[defined] = np.nanmean(ratios[defined], axis=1)
+    else:
+        out[defined] = np.nanmedian(ratios[defined], axis=1)
+    return out
 
 
 def get_statistic(name: str) -> Statistic:

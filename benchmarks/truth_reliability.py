@@ -11,9 +11,13 @@ seed (``search.trial_seed``), then, for every vulnerability statistic
 
 * **split-half Spearman**: the subsets ranked by the mean over half of the seeds against the
   ranking by the mean over the other half, averaged over every split (and its minimum): how
-  reproducible the ranking a study reports is. Goal: ≥ 0.8 for the default statistic.
-* **distinguishable from the best**: the share of subsets whose paired bootstrap interval of
-  the difference to the best (pooled over images and seeds) lies above 0.
+  reproducible the ranking a study reports is. Goal: ≥ 0.8 for the default statistic. An odd
+  seed count splits into ⌊S/2⌋ and ⌈S/2⌉ seeds (every seed used); splits whose half is constant
+  are counted and warned about; beside it the Spearman-Brown reliability of the full S-seed
+  mean, ``2 r / (1 + r)``.
+* **distinguishable from the best**: the share of subsets whose paired simultaneous interval of
+  the difference to the best (the seeds as clusters; :mod:`rts.attacks.simultaneous`) lies
+  above 0.
 * the main task's **skill** of every model (min and median over seeds), and how many models have
   not learned it (skill ≤ 0): a ranking of such models is noise whatever the statistic.
 
@@ -30,7 +34,9 @@ import resource
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -80,23 +86,62 @@ def seeds_needed(r1: float, goal: float = GOAL) -> float:
     return 2.0 * math.ceil(round(goal * (1 - r1) / (r1 * (1 - goal)), 9))
 
 
-def split_half_spearman(values: pd.DataFrame) -> tuple[float, float]:
-    """Mean and minimum, over every split of the seeds (columns) into two halves, of the
-    Spearman correlation between the halves' mean values across subsets (rows)."""
+@dataclass(frozen=True)
+class SplitHalf:
+    """Split-half reliability of the ranking over ``S`` seeds.
+
+    Attributes:
+        mean, min: Spearman correlation between the halves' mean values across subsets, mean
+            and minimum over the splits that could be scored.
+        splits: splits scored; every split of the seeds into halves of ⌊S/2⌋ and ⌈S/2⌉ seeds
+            once (odd S: every seed is used, the halves differ by one seed).
+        constant: splits left out because a half's means are constant (or under 3 subsets):
+            their correlation is undefined; counted here and warned about, never silent.
+        full: the Spearman-Brown reliability of the full ``S``-seed mean, ``2 r / (1 + r)``
+            from the mean split-half ``r`` (a half holds about half the seeds).
+    """
+
+    mean: float
+    min: float
+    splits: int
+    constant: int
+    full: float
+
+
+def split_half(values: pd.DataFrame) -> SplitHalf:
+    """:class:`SplitHalf` of the seeds (columns) of ``values`` (rows: subsets)."""
     seeds = list(values.columns)
     half = len(seeds) // 2
     if half < 1:
-        return math.nan, math.nan
-    rhos = []
+        return SplitHalf(math.nan, math.nan, 0, 0, math.nan)
+    rhos, constant = [], 0
     for first in itertools.combinations(seeds, half):
-        if seeds[0] not in first:  # each split once
+        if len(seeds) % 2 == 0 and seeds[0] not in first:  # each even split once
             continue
-        second = [s for s in seeds if s not in first][:half]
+        second = [s for s in seeds if s not in first]
         a, b = values[list(first)].mean(axis=1), values[second].mean(axis=1)
         ok = a.notna() & b.notna()
         if ok.sum() >= 3 and a[ok].nunique() > 1 and b[ok].nunique() > 1:
             rhos.append(float(spearmanr(a[ok], b[ok]).statistic))
-    return (float(np.mean(rhos)), float(np.min(rhos))) if rhos else (math.nan, math.nan)
+        else:
+            constant += 1
+    if constant:
+        warnings.warn(
+            f"{constant} split(s) of the seeds left out of the split-half reliability: a half's "
+            "means are constant or cover under 3 subsets (the correlation is undefined)",
+            stacklevel=2,
+        )
+    if not rhos:
+        return SplitHalf(math.nan, math.nan, 0, constant, math.nan)
+    r = float(np.mean(rhos))
+    full = 2 * r / (1 + r) if r > -1 else math.nan
+    return SplitHalf(r, float(np.min(rhos)), len(rhos), constant, full)
+
+
+def split_half_spearman(values: pd.DataFrame) -> tuple[float, float]:
+    """Mean and minimum of :func:`split_half` (every seed used, also for an odd count)."""
+    r = split_half(values)
+    return r.mean, r.min
 
 
 def distinguishable_share(
@@ -114,32 +159,30 @@ def distinguishable_share(
 def versus_single_task(
     images: dict[int, pd.DataFrame], trials: dict[int, pd.DataFrame], statistic: str
 ) -> pd.DataFrame:
-    """RQ1 on the truth: every subset's statistic over all seeds × images with its interval, and
-    its paired difference to the single-task model (``""``) with its interval: ``more robust``
-    (interval below 0), ``less robust`` (above 0) or ``tied``."""
-    from rts.attacks.statistics import interval, paired_difference
+    """RQ1 on the truth: every subset's statistic (mean over the seeds) with its simultaneous
+    interval, and its paired difference to the single-task model with its verdict: ``more
+    robust`` (interval below 0), ``less robust`` (above 0) or ``tied``; the seeds are clusters
+    and the error rate is family-wise over the subsets (:func:`compare`)."""
+    from rts.search.results.recommend import compare, verdict_of
 
-    units = truth_units(images, trials)
-    clean = units.pivot_table(index="unit", columns="key", values="clean_error").dropna()
-    adv = units.pivot_table(index="unit", columns="key", values="adv_error").loc[clean.index]
+    units = truth_units(images, trials).replace({"key": {"": "(none)"}})
+    comp = compare(units, statistic, baseline="(none)")
+    if comp is None:
+        return pd.DataFrame()
+    words = {"better": "more robust", "worse": "less robust", "tied": "tied"}
     rows = []
-    for key in clean.columns:
-        pair = (clean[key].to_numpy(), adv[key].to_numpy())
-        value, lo, hi = interval(*pair, statistic)
-        d = (0.0, 0.0, 0.0)
-        if key != "":
-            d = paired_difference(pair, (clean[""].to_numpy(), adv[""].to_numpy()), statistic)
-        verdict = "more robust" if d[2] < 0 else "less robust" if d[1] > 0 else "tied"
+    for r in comp.table.itertuples():
+        d = (r.base_diff, r.base_diff_low, r.base_diff_high)
         rows.append(
             {
-                "aux": key or "(none)",
-                "value": value,
-                "low": lo,
-                "high": hi,
+                "aux": r.key,
+                "value": r.value,
+                "low": r.low,
+                "high": r.high,
                 "minus single-task": d[0],
                 "diff low": d[1],
                 "diff high": d[2],
-                "verdict": verdict if key else "single-task model",
+                "verdict": words[verdict_of(d)] if r.key != "(none)" else "single-task model",
             }
         )
     return pd.DataFrame(rows).sort_values("value").reset_index(drop=True)
@@ -208,12 +251,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for name in STATISTICS:
         values = pd.DataFrame({s: subset_values(images[s], trials[s], name) for s in seeds})
-        mean_rho, min_rho = split_half_spearman(values)
+        halves = split_half(values)
         rows.append(
             {
                 "statistic": name,
-                "split-half Spearman (mean)": mean_rho,
-                "split-half Spearman (min)": min_rho,
+                "split-half Spearman (mean)": halves.mean,
+                "split-half Spearman (min)": halves.min,
+                f"full {len(seeds)}-seed reliability (Spearman-Brown)": halves.full,
+                "splits scored / left out (constant)": f"{halves.splits} / {halves.constant}",
                 "distinguishable from the best": distinguishable_share(images, trials, name),
                 "one-seed Spearman": pairwise_spearman(values),
                 f"seeds for {GOAL} (Spearman-Brown)": seeds_needed(pairwise_spearman(values)),
@@ -235,8 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print(markdown(versus))
     print(
-        "\n(intervals: bootstrap over seed × image units; 'seeds less robust': in how many "
-        "training seeds the subset's own value is above the single-task model's)"
+        "\n(intervals: simultaneous, resting on the seeds (each seed's statistic is one "
+        "observation); 'seeds less robust': in how many training seeds the subset's own value "
+        "is above the single-task model's)"
     )
     pool = "".join(dict.fromkeys("".join(values.index)))
     print(f"\n# Marginal effect of each auxiliary task ({default} statistic, additive fit)\n")

@@ -64,3 +64,31 @@ def test_pairwise_spearman_averages_every_pair_of_seeds():
     base = np.arange(6.0)
     values = pd.DataFrame({0: base, 1: base, 2: base[::-1]})
     assert pairwise_spearman(values) == pytest.approx((1.0 - 1.0 - 1.0) / 3)
+
+
+def test_an_odd_seed_count_splits_into_halves_that_use_every_seed():
+    """3 seeds: {0|1,2}, {1|0,2}, {2|0,1}, by hand; and the full-S Spearman-Brown value."""
+    from scipy.stats import spearmanr
+
+    from benchmarks.truth_reliability import split_half
+
+    rng = np.random.default_rng(2)
+    values = pd.DataFrame({s: rng.normal(size=10) for s in range(3)})
+    want = [
+        spearmanr(values[a], values[[b, c]].mean(axis=1)).statistic
+        for a, b, c in ((0, 1, 2), (1, 0, 2), (2, 0, 1))
+    ]
+    r = split_half(values)
+    assert (r.mean, r.min, r.splits, r.constant) == pytest.approx(
+        (np.mean(want), np.min(want), 3, 0)
+    )
+    assert r.full == pytest.approx(2 * r.mean / (1 + r.mean))
+
+
+def test_a_constant_half_is_counted_and_warned_about():
+    from benchmarks.truth_reliability import split_half
+
+    values = pd.DataFrame({0: [1.0] * 5, 1: [1.0, 2, 3, 4, 5], 2: [5.0, 4, 3, 2, 1], 3: [1.0] * 5})
+    with pytest.warns(UserWarning, match="left out"):
+        r = split_half(values)
+    assert r.constant == 1 and r.splits == 2

@@ -86,42 +86,63 @@ def _seeds(run: RunData) -> int:
     return int(s2["seed"].nunique()) if "seed" in s2 and len(s2) else 1
 
 
-def _against_noise(run: RunData, best: str, baseline: str) -> dict[str, Any]:
-    """The recommendation's and the baseline's intervals and their paired difference, from the
-    run's per-image worst-case errors (paired over the same images and training seeds); ``{}``
-    when the run has none."""
+def paired_comparison(run: RunData, best: str, baseline: str):
+    """The :class:`~rts.search.results.recommend.Comparison` of the run's stage-2 combinations
+    (keys: ``combo``) from their per-image errors of the ranked number (the ``worst`` case, or
+    the one attack of a one-attack ensemble), paired over the same images and training seeds;
+    ``None`` when the run has none."""
+    from rts.search.results.candidates import ranked_attack
     from rts.search.results.recommend import compare
 
-    images = run.images
-    if images.empty or "attack" not in images or not (images["attack"] == "worst").any():
-        return {}
+    cfg = run.config.get("attack", {}) if isinstance(run.config, dict) else {}
+    cfg = cfg if isinstance(cfg, dict) else {}
     t = run.trials[run.trials["stage"] == 2].set_index("trial_id")
-    w = images[(images["attack"] == "worst") & images["trial_id"].isin(t.index)]
+    images = run.images
+    if images.empty or "trial_id" not in images:
+        return None
+    images = images[images["trial_id"].isin(t.index)]
+    attack = ranked_attack(images, str(cfg.get("aggregate", "worst")))
+    if not attack:
+        return None
+    w = images[images["attack"] == attack]
     seed = t["seed"] if "seed" in t else pd.Series(0, index=t.index)
     frame = pd.DataFrame(
         {
             "key": w["trial_id"].map(t["combo"]).to_numpy(),
-            "unit": [f"{seed[i]}:{k}" for i, k in zip(w["trial_id"], w["image"], strict=True)],
+            "seed": w["trial_id"].map(seed).to_numpy(),
+            "unit": w["image"].to_numpy(),
             "clean_error": w["clean_error"].to_numpy(),
             "adv_error": w["adv_error"].to_numpy(),
         }
     )
-    cfg = run.config.get("attack", {}) if isinstance(run.config, dict) else {}
-    statistic = str(cfg.get("statistic", "mean")) if isinstance(cfg, dict) else "mean"
-    comp = compare(frame, statistic, baseline=baseline, best=best)
+    statistic = str(cfg.get("statistic", "mean"))
+    return compare(frame, statistic, baseline=baseline, best=best)
+
+
+def _against_noise(run: RunData, best: str, baseline: str) -> dict[str, Any]:
+    """The recommendation's and the baseline's values and simultaneous intervals, and the
+    verdict of their paired difference (:func:`paired_comparison`); ``{}`` without per-image
+    errors."""
+    comp = paired_comparison(run, best, baseline)
     if comp is None or best not in set(comp.table["key"]):
         return {}
     table = comp.table.set_index("key")
     out: dict[str, Any] = {
-        "statistic": statistic,
+        "statistic": comp.statistic,
+        "target": float(table.loc[best, "value"]),  # the statistic its interval is of
         "target_low": float(table.loc[best, "low"]),
         "target_high": float(table.loc[best, "high"]),
+        "comparison": comp,
     }
     if comp.baseline and comp.baseline != best:
+        base = float(table.loc[comp.baseline, "value"])
         out.update(
+            baseline=base,
             baseline_low=float(table.loc[comp.baseline, "low"]),
             baseline_high=float(table.loc[comp.baseline, "high"]),
+            change=(out["target"] - base) / base if base else math.nan,
             diff=comp.vs_baseline,
+            verdict=comp.verdict,
             significant=comp.significant,
         )
     return out

@@ -146,6 +146,9 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
         plots.chain_figure(chains),
     )
     add_definition3(run, add, plots)
+    differences = differences_item(run, table)
+    if differences is not None:
+        items.append(differences)
     points = budget_points(run)
     if len(points.drop_duplicates(["norm", "eps"])) > 1:  # RQ1's budgets: only once swept
         items.append(budget_item(points, plots))
@@ -184,6 +187,35 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
     return items
 
 
+def differences_item(run: RunData, table: pd.DataFrame) -> FigureItem | None:
+    """The paired differences of every stage-2 combination to the recommendation and to the
+    single-task model (``None`` without per-image errors)."""
+    from rts.search.report import differences, plots
+
+    comp = recommendation(run, table).get("comparison")
+    if comp is None or len(comp.table) < 2:
+        return None
+    return FigureItem(
+        "differences",
+        "Paired differences to the recommendation and to the single-task model",
+        "Each combination's vulnerability minus the recommendation's (left) and minus the "
+        f"single-task model's (right), paired over the same images and seeds ({comp.statistic} "
+        "statistic). Lines: simultaneous 95 % intervals over all the combinations compared "
+        f"({comp.error_rate()}; resting on {comp.rests_on()}). Red: significantly more "
+        "vulnerable than the reference (interval above 0), green: more robust (below 0), grey: "
+        "tied (the interval reaches 0). The verdicts of the recommendation are read from these "
+        "intervals, not from whether two models' own intervals overlap.",
+        plots.figure_png(differences.differences_figure(comp)),
+        (
+            (
+                "paired difference [simultaneous 95 % interval] (verdict)",
+                differences.differences_table(comp),
+            ),
+        ),
+        "The numbers (rows: combination, columns: reference)",
+    )
+
+
 def budget_item(points: pd.DataFrame, plots: Any) -> FigureItem:
     """RQ1's figure: each stage-2 model's vulnerability against the budget, per norm."""
     budgets = ", ".join(
@@ -194,9 +226,11 @@ def budget_item(points: pd.DataFrame, plots: Any) -> FigureItem:
         "Vulnerability against the attack budget (RQ1)",
         "Each stage-2 model's main-task vulnerability (the run's statistic, under "
         f"{attack_title(headline_attack(points['attack']))}) at every budget measured: {budgets}. "
-        "Bars: 95 % bootstrap intervals over the attacked images; models whose bars overlap are "
-        "not distinguishable at that budget. The search's own budget comes from its ranking, the "
-        "others from rts attack RUN --eps ... --norm ... (no retraining).",
+        "Bars: 95 % bootstrap intervals over the attacked images of each model on its own; "
+        "overlapping bars do not make two models indistinguishable (they are attacked on the "
+        "same images: the paired differences figure tells them apart). The search's own budget "
+        "comes from its ranking, the others from rts attack RUN --eps ... --norm ... (no "
+        "retraining).",
         plots.figure_png(plots.budget_figure(points)),
         (("main-task vulnerability [95 % interval] per budget", budget_display(points)),),
         "The numbers (rows: model, columns: budget; skill = main-task skill)",
@@ -278,6 +312,32 @@ def _interval(rec: Mapping[str, Any], key: str) -> str:
     return "" if math.isnan(lo) or math.isnan(hi) else f" [{fmt(lo)}, {fmt(hi)}]"
 
 
+def _verdict_line(rec: Mapping[str, Any]) -> str:
+    """The recommendation against the single-task model by their paired difference: better,
+    tied or worse, with the error rate it controls and what it rests on."""
+    d, lo, hi = rec["diff"]
+    base = f"{fmt(rec['baseline'])}{_interval(rec, 'baseline')}"
+    comp = rec["comparison"]
+    paired = (
+        f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}], paired over the same images and seeds "
+        f"(simultaneous 95 % intervals, {comp.error_rate()}, resting on {comp.rests_on()})"
+    )
+    if rec["verdict"] == "better":
+        return (
+            f"The single-task model {rec['main']} has {base}: the auxiliary tasks change "
+            f"its vulnerability by **{_pct(rec['change'])}** (difference {paired})."
+        )
+    if rec["verdict"] == "worse":
+        return (
+            f"**Worse**: the single-task model {rec['main']} has {base} and is significantly "
+            f"more robust (difference {paired}, above 0): keep the single-task model."
+        )
+    return (
+        f"**Not significant**: the single-task model {rec['main']} has {base}; the "
+        f"difference, {paired}, includes 0: treat them as tied."
+    )
+
+
 def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[str]:
     """The recommendation as plain sentences (Markdown emphasis, escaped later for HTML)."""
     lines: list[str] = []
@@ -313,19 +373,7 @@ def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[st
             "it alone."
         )
     elif not math.isnan(rec["baseline"]) and "diff" in rec:
-        d, lo, hi = rec["diff"]
-        base = f"{fmt(rec['baseline'])}{_interval(rec, 'baseline')}"
-        paired = f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}], paired over the same images"
-        if rec["significant"]:
-            lines.append(
-                f"The single-task model {rec['main']} has {base}: the auxiliary tasks change "
-                f"its vulnerability by **{_pct(rec['change'])}** (difference {paired})."
-            )
-        else:
-            lines.append(
-                f"**Not significant**: the single-task model {rec['main']} has {base}; the "
-                f"difference, {paired}, includes 0: treat them as tied."
-            )
+        lines.append(_verdict_line(rec))
     elif not math.isnan(rec["baseline"]):
         lines.append(
             f"The single-task model {rec['main']} has {fmt(rec['baseline'])}: the auxiliary "
@@ -344,7 +392,7 @@ def recommendation_lines(rec: Mapping[str, Any], table: pd.DataFrame) -> list[st
     elif rec.get("seeds", 1) > 1:
         lines.append(
             f"Values are means over {rec['seeds']} training seeds; intervals and the paired "
-            "test span seeds × images."
+            "tests rest on the seeds (each seed's statistic is one observation)."
         )
     s = rec.get("surrogate")
     if s:

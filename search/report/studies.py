@@ -25,10 +25,11 @@ from rts.tasks.registry import TASK_KEYS
 LEGEND = (
     "Rows: main task (attacked and evaluated); columns: auxiliary task; diagonal: the "
     "single-task model. A cell: the main task's relative vulnerability (lower is more robust) "
-    "with its 95 % bootstrap interval over the attacked images, and Δ, the model minus the "
-    "single-task model paired over the same images, **in bold** when its 95 % interval excludes "
-    "0 (otherwise the difference is within the noise). Empty: the study did not train that pair "
-    "in stage 2."
+    "with its simultaneous 95 % interval over the attacked images, and Δ, the model minus the "
+    "single-task model paired over the same images, **in bold** when its simultaneous 95 % "
+    "interval (family-wise error 5 % over the main task's models) excludes 0: below 0 more "
+    "robust than the single-task model, above 0 less robust; otherwise tied (within the "
+    "noise). Empty: the study did not train that pair in stage 2."
 )
 
 

@@ -2,8 +2,10 @@
 interval of that mean over (seed, image) units (``stage2.seeds``; ``candidates.parquet``).
 
 With one seed a candidate is its trial. With several, the tables keep one row per seed and the
-recommendation compares candidates by their mean, paired over the same seeds and images: a
-difference between two candidates has to exceed both the image noise and the seed noise.
+recommendation compares candidates by their mean over seeds, paired over the same seeds and
+images; the seeds are clusters (each seed's statistic is one observation), so a difference
+between two candidates has to exceed the seed-to-seed variation, which holds the image noise
+too (:mod:`rts.attacks.simultaneous`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ CANDIDATE_COLUMNS = (
 )
 """Columns of ``candidates.parquet``: ``trial_id`` is the candidate's first trial (its name in
 the summary), ``trial_ids`` all of them; ``vuln`` the mean over seeds, ``vuln_low``/``high``
-the 95 % bootstrap interval over seeds × images, ``seed_sd`` the standard deviation across
-seeds, ``tied_with_best`` whether the paired difference to the best includes 0."""
+the simultaneous 95 % interval (over images with one seed, over seeds with several),
+``seed_sd`` the standard deviation across seeds, ``tied_with_best`` whether the paired
+difference to the best includes 0."""
 
 
 def per_candidate(done: pd.DataFrame) -> pd.DataFrame:
@@ -64,11 +67,23 @@ def per_candidate(done: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def ranked_attack(images: pd.DataFrame | None, aggregate: str) -> str:
+    """The ``attack`` whose per-image rows give the number the search ranks by: the per-image
+    ``worst`` case of the ensemble, or the one attack of a one-attack ensemble (its own worst
+    case and mean); ``""`` when neither is there (a ``mean`` aggregate of several attacks)."""
+    if images is None or images.empty or "attack" not in images.columns:
+        return ""
+    names = set(images["attack"].astype(str))
+    if aggregate == "worst" and "worst" in names:
+        return "worst"
+    return names.pop() if len(names) == 1 else ""
+
+
 def pooled_images(images: pd.DataFrame, done: pd.DataFrame, attack: str) -> pd.DataFrame:
     """The per-image errors of ``attack`` for :func:`~rts.search.results.recommend.compare`:
-    ``key`` = the candidate's first trial id, ``unit`` = ``"<seed>:<image>"`` (the same image
-    under the same training seed pairs across candidates)."""
-    cols = ["key", "unit", "clean_error", "adv_error"]
+    ``key`` = the candidate's first trial id, ``seed`` = the trial's training seed, ``unit`` =
+    the image (the same image under the same seed pairs across candidates)."""
+    cols = ["key", "seed", "unit", "clean_error", "adv_error"]
     if images is None or images.empty or "attack" not in images.columns or done.empty:
         return pd.DataFrame(columns=cols)
     first = per_candidate(done)
@@ -78,11 +93,11 @@ def pooled_images(images: pd.DataFrame, done: pd.DataFrame, attack: str) -> pd.D
             rep[tid] = str(row["trial_id"])
     seed = done.set_index("trial_id")["seed"] if "seed" in done else pd.Series(dtype=int)
     rows = images[(images["attack"] == attack) & images["trial_id"].isin(rep)]
-    seeds = rows["trial_id"].map(seed).fillna(0).astype(int).astype(str)
     return pd.DataFrame(
         {
             "key": rows["trial_id"].map(rep),
-            "unit": seeds + ":" + rows["image"].astype(str),
+            "seed": rows["trial_id"].map(seed).fillna(0).astype(int),
+            "unit": rows["image"],
             "clean_error": rows["clean_error"],
             "adv_error": rows["adv_error"],
         }
@@ -112,14 +127,15 @@ def compare_candidates(
     seed: int,
     encoder: str,
 ) -> Comparison | None:
-    """The recommendation against the noise on the pooled (seed, image) units: ``None``
-    without per-image errors of the ``worst`` aggregate."""
-    if images is None or images.empty or aggregate != "worst" or cands.empty:
+    """The recommendation against the noise on the (seed, image) units: ``None`` without
+    per-image errors of the ranked number (:func:`ranked_attack`)."""
+    attack = ranked_attack(images, aggregate)
+    if not attack or cands.empty:
         return None
     rec, base = recommend(cands, encoder)
     if not len(rec):
         return None
-    frame = pooled_images(images, done, aggregate)
+    frame = pooled_images(images, done, attack)
     baseline = str(base["trial_id"]) if len(base) else ""
     return compare(frame, statistic, baseline=baseline, best=str(rec["trial_id"]), seed=seed)
 
@@ -135,6 +151,8 @@ def candidate_table(done: pd.DataFrame, comp: Comparison | None) -> pd.DataFrame
     if comp is not None:
         table = comp.table.set_index("key")
         ids = cands["trial_id"].astype(str)
+        compared = ids.map(table["value"]).to_numpy(dtype=float)  # the same statistic
+        cands["vuln"] = cands["vuln"].where(pd.isna(compared), compared)
         cands["vuln_low"] = ids.map(table["low"]).to_numpy(dtype=float)
         cands["vuln_high"] = ids.map(table["high"]).to_numpy(dtype=float)
         cands["tied_with_best"] = ids.map(table["tied"]).astype("boolean").to_numpy()

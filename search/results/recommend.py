@@ -36,20 +36,35 @@ def baseline_row(
     return best_row(frame[single & (frame["encoder"] == encoder)], value, key)
 
 
+VERDICTS = ("better", "tied", "worse")
+"""The recommendation against the single-task baseline: its simultaneous interval of the
+difference lies below 0, reaches 0, or lies above 0."""
+
+
 @dataclass(frozen=True)
 class Comparison:
     """The recommendation against the noise: which candidates tie with the best, and whether
-    the best beats the single-task baseline (paired bootstrap over the same images and seeds).
+    the best beats the single-task baseline, from simultaneous intervals
+    (:func:`rts.attacks.simultaneous.simultaneous`) over every compared candidate.
 
     Attributes:
         statistic: the vulnerability statistic compared (``attack.statistic``).
-        best: key of the candidate with the lowest statistic.
-        table: one row per candidate: ``key``, ``value``, ``low``, ``high`` (its 95 % interval),
-            ``diff`` / ``diff_low`` / ``diff_high`` (minus the best's, paired), ``tied`` (the
-            difference's interval reaches 0: not distinguishable from the best).
+        best: key of the recommended candidate.
+        table: one row per candidate: ``key``, ``value`` (its statistic, the mean over seeds
+            when there are several), ``low``, ``high`` (its simultaneous 95 % interval),
+            ``diff`` / ``diff_low`` / ``diff_high`` (minus the best's, paired), ``tied`` (that
+            interval reaches 0: not distinguishable from the best), ``base_diff`` /
+            ``base_diff_low`` / ``base_diff_high`` (minus the baseline's; NaN without one).
         baseline: key of the baseline (``""`` when there is none).
         vs_baseline: best minus baseline and its interval (NaN without a baseline).
-        significant: the interval of ``vs_baseline`` lies below 0 (the best is more robust).
+        verdict: ``better``, ``tied`` or ``worse`` than the baseline (:data:`VERDICTS`; ``""``
+            without a baseline, or when the best is the baseline).
+        seeds: training seeds the intervals rest on (1: images only, the seed is fixed).
+        images: images per seed they rest on.
+        method: ``images`` (paired bootstrap over images) or ``seeds`` (seed-level test).
+        confidence: simultaneous coverage: every interval of the table holds at once with this
+            probability, so a verdict's family-wise error rate is at most ``1 − confidence``
+            whichever candidate the data made the best.
     """
 
     statistic: str
@@ -57,7 +72,16 @@ class Comparison:
     table: pd.DataFrame
     baseline: str = ""
     vs_baseline: tuple[float, float, float] = (math.nan, math.nan, math.nan)
-    significant: bool = False
+    verdict: str = ""
+    seeds: int = 1
+    images: int = 0
+    method: str = "images"
+    confidence: float = 0.95
+
+    @property
+    def significant(self) -> bool:
+        """The best is more robust than the baseline (``verdict == "better"``)."""
+        return self.verdict == "better"
 
     @property
     def tied(self) -> list[str]:
@@ -67,6 +91,27 @@ class Comparison:
             *[k for k in self.table.loc[self.table["tied"], "key"] if k != self.best],
         ]
 
+    def rests_on(self) -> str:
+        """What the intervals rest on, in words: ``"3 seeds × 100 images"``."""
+        seeds = f"{self.seeds} seed" + ("s" if self.seeds != 1 else "")
+        return f"{seeds} × {self.images} images"
+
+    def error_rate(self) -> str:
+        """The error rate the verdicts control, in words."""
+        pct = f"{100 * (1 - self.confidence):.3g} %"
+        n = len(self.table)
+        return f"family-wise error {pct} over the {n} models compared" if n > 1 else f"error {pct}"
+
+
+def verdict_of(diff: tuple[float, float, float]) -> str:
+    """``better`` (interval below 0), ``worse`` (above 0), ``tied`` (reaches 0, or NaN)."""
+    _, lo, hi = diff
+    if hi < 0:
+        return "better"
+    if lo > 0:
+        return "worse"
+    return "tied"
+
 
 def compare(
     images: pd.DataFrame,
@@ -75,62 +120,75 @@ def compare(
     baseline: str = "",
     best: str = "",
     seed: int = 0,
+    confidence: float = 0.95,
+    n_resamples: int = 999,
 ) -> Comparison | None:
     """Compare candidates on their per-image errors (``images``: ``key``, ``unit`` (the same
-    image and training seed across candidates), ``clean_error``, ``adv_error``).
+    image across candidates), ``clean_error``, ``adv_error``, and ``seed`` (the training seed)
+    when there are several).
 
-    Only units every candidate has are used, so every comparison is paired. ``best`` names the
-    candidate the others are compared with (default: the lowest statistic). ``None`` when no
-    candidate has a defined statistic.
+    Only (seed, unit) pairs every candidate has are used, so every comparison is paired, and
+    only seeds every candidate has. ``best`` names the recommended candidate (default: the
+    lowest value). With one seed the intervals bootstrap the images; with several they rest on
+    the seeds (:mod:`rts.attacks.simultaneous`). ``None`` when no candidate has a defined
+    statistic.
     """
-    from rts.attacks.statistics import get_statistic, interval, paired_difference
+    from rts.attacks.simultaneous import simultaneous
+    from rts.attacks.statistics import get_statistic
 
     if images.empty:
         return None
-    wide_c = images.pivot_table(index="unit", columns="key", values="clean_error")
-    wide_a = images.pivot_table(index="unit", columns="key", values="adv_error")
+    frame = images if "seed" in images.columns else images.assign(seed=0)
+    index = ["seed", "unit"]
+    wide_c = frame.pivot_table(index=index, columns="key", values="clean_error")
+    wide_a = frame.pivot_table(index=index, columns="key", values="adv_error")
     units = wide_c.dropna().index.intersection(wide_a.dropna().index)
     wide_c, wide_a = wide_c.loc[units], wide_a.loc[units]
     stat = get_statistic(statistic)
-    values = {k: stat(wide_c[k].to_numpy(), wide_a[k].to_numpy()) for k in wide_c.columns}
-    defined = {k: v for k, v in values.items() if not math.isnan(v)}
-    if not defined:
+    pooled = {k: stat(wide_c[k].to_numpy(), wide_a[k].to_numpy()) for k in wide_c.columns}
+    keys = sorted(k for k, v in pooled.items() if not math.isnan(v))
+    if not keys:
         return None
-    if best not in defined:
-        best = min(sorted(defined), key=lambda k: defined[k])
-
-    def pair(k: str) -> tuple:
-        return (wide_c[k].to_numpy(), wide_a[k].to_numpy())
-
+    seeds = [
+        (wide_c.loc[s, keys].to_numpy(), wide_a.loc[s, keys].to_numpy())
+        for s in units.get_level_values("seed").unique()
+    ]
+    fam = simultaneous(seeds, statistic, confidence=confidence, n_resamples=n_resamples, seed=seed)
+    values = dict(zip(keys, fam.value, strict=True))
+    if best not in values or math.isnan(values[best]):
+        best = min((k for k in keys if not math.isnan(values[k])), key=values.get, default=keys[0])
+    b = keys.index(best)
+    base = keys.index(baseline) if baseline in values else -1
     rows = []
-    for k in sorted(values):
-        value, lo, hi = interval(*pair(k), statistic, seed=seed)
-        if k == best:
-            d = (0.0, 0.0, 0.0)
-        else:
-            d = paired_difference(pair(k), pair(best), statistic, seed=seed)
-        tied = k == best or not d[1] > 0  # NaN interval: cannot tell apart, counts as tied
+    for i, k in enumerate(keys):
+        d = (0.0, 0.0, 0.0) if i == b else fam.diff(i, b)
+        bd = fam.diff(i, base) if base >= 0 and i != base else (math.nan,) * 3
         rows.append(
             {
                 "key": k,
-                "value": value,
-                "low": lo,
-                "high": hi,
+                "value": values[k],
+                "low": fam.low[i],
+                "high": fam.high[i],
                 "diff": d[0],
                 "diff_low": d[1],
                 "diff_high": d[2],
-                "tied": bool(tied),
+                "tied": bool(i == b or not d[1] > 0),  # NaN: cannot tell apart, counts as tied
+                "base_diff": bd[0],
+                "base_diff_low": bd[1],
+                "base_diff_high": bd[2],
             }
         )
     table = pd.DataFrame(rows).sort_values(["value", "key"]).reset_index(drop=True)
-    vs = (math.nan, math.nan, math.nan)
-    if baseline and baseline in values and baseline != best:
-        vs = paired_difference(pair(best), pair(baseline), statistic, seed=seed)
+    vs = fam.diff(b, base) if base >= 0 and base != b else (math.nan,) * 3
     return Comparison(
         statistic=statistic,
         best=best,
         table=table,
-        baseline=baseline if baseline in values else "",
+        baseline=baseline if base >= 0 else "",
         vs_baseline=vs,
-        significant=bool(vs[2] < 0),
+        verdict=verdict_of(vs) if base >= 0 and base != b else "",
+        seeds=fam.seeds,
+        images=fam.images,
+        method=fam.method,
+        confidence=confidence,
     )

@@ -117,8 +117,10 @@ def format_studies_summary(summaries: Mapping[str, Summary], folders: Mapping[st
         "",
         "vuln: the main task's relative vulnerability"
         + (f" ({first.aggregate} case of {', '.join(first.attacks)})" if first else "")
-        + ", 95 % interval over the attacked images; difference: recommendation minus the "
-        "single-task model, paired over the same images.",
+        + ", simultaneous 95 % interval (over the attacked images with one training seed, over "
+        "the seeds with several); difference: recommendation minus the single-task model, "
+        "paired over the same images and seeds, with a family-wise error of 5 % over each "
+        "study's stage-2 models.",
         f"Trials: stage 1 {s1}, stage 2 {s2}"
         + (f"; {repeats} repeated stage-1 proposal(s) answered, not trained" if repeats else "")
         + ".",
@@ -137,5 +139,8 @@ def _verdict(s: Summary) -> str:
         return "the single-task model is the recommendation"
     if math.isnan(d):
         return "no paired test"
-    word = "significant" if s.significant else "within the noise"
+    word = {
+        "better": "significantly more robust",
+        "worse": "significantly less robust",
+    }.get(s.verdict, "within the noise (tied)")
     return f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}], {word}"

@@ -56,19 +56,27 @@ class Summary:
         skill_flags: one line per stage-2 model that has not learned its main task (skill ≤ 0,
             or a prediction that barely changes between images): their vulnerability says
             nothing, and the recommendation is not trusted if it is among them.
-        statistic: the statistic ``vuln`` is (``attack.statistic``).
-        vuln_low, vuln_high: the recommendation's 95 % bootstrap interval over images.
+        statistic: the statistic ``vuln`` is (``attack.statistic``); with per-image errors
+            every value, interval and test of the summary is this statistic of the same
+            per-image rows (the mean of the seeds' values when there are several).
+        vuln_low, vuln_high: the recommendation's simultaneous 95 % interval (over images with
+            one seed, over seeds with several; :mod:`rts.attacks.simultaneous`).
         baseline_low, baseline_high: the baseline's.
         tied: stage-2 models (``"d+Dn"``) statistically tied with the recommendation (paired
-            over the same images; the recommendation first).
-        vs_baseline: recommendation minus baseline, with its paired 95 % interval.
+            over the same images and seeds; the recommendation first).
+        vs_baseline: recommendation minus baseline, with its paired simultaneous 95 % interval.
         significant: whether that interval lies below 0 (``None``: no baseline or no
             per-image errors to test with).
+        verdict: the recommendation against the baseline: ``better``, ``tied`` or ``worse``
+            (``""``: no test); family-wise error 5 % over the ``compared`` models.
+        verdict_seeds, verdict_images: the training seeds and the images per seed the
+            intervals and the verdict rest on.
+        compared: the stage-2 models the verdicts were drawn among (the family).
         mode: how stage 1 ran: ``deterministic`` (batches, rung barriers: a rerun gives the same
             tables) or ``asynchronous`` (the study searcher and ASHA).
         batch: proposals per stage-1 batch in deterministic mode (0 otherwise).
         seeds: training seeds per stage-2 model (``stage2.seeds``): with more than one, every
-            stage-2 value is the mean over them and its interval spans seeds × images.
+            stage-2 value is the mean over them and its interval rests on the seeds (clusters).
         stage1_repeats: stage-1 proposals that repeated a candidate already run and were
             answered from that trial's outcome instead of trained (compute saved).
         retries: ``{trial id: times}`` Ray ran a trial again from its last checkpoint after
@@ -121,6 +129,10 @@ class Summary:
     uniform_high: float = math.nan
     best_uniform_low: float = math.nan
     best_uniform_high: float = math.nan
+    verdict: str = ""
+    verdict_seeds: int = 0
+    verdict_images: int = 0
+    compared: int = 0
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -187,19 +199,38 @@ def summarize(
         return int((df["status"] == status).sum()) if len(df) else 0
 
     both = pd.concat([stage1, stage2], ignore_index=True)
+    noise = _noise(
+        done,
+        seeded,
+        images,
+        aggregate,
+        statistic,
+        seed,
+        space.main,
+        {"": rec, "baseline_": base, "uniform_": twin, "best_uniform_": best_u},
+        comparison,
+    )
+    values = {
+        "vuln": _value(rec, "vuln"),
+        "baseline_vuln": _value(base, "vuln"),
+        "uniform_vuln": _value(twin, "vuln"),
+        "best_uniform_vuln": _value(best_u, "vuln"),
+    }
+    values.update({k: v for k, v in noise.items() if k in values})
+    noise = {k: v for k, v in noise.items() if k not in values}
     return Summary(
         main=space.main,
         recommended_trial=str(rec.get("trial_id", "")) if len(rec) else "",
         recommended_aux=str(rec.get("aux", "")) if len(rec) else "",
         recommended_weights=str(rec.get("weights", "")) if len(rec) else "",
         recommended_encoder=enc,
-        vuln=float(rec["vuln"]) if len(rec) else nan,
+        vuln=values["vuln"],
         clean_error=float(rec["clean_error"]) if len(rec) else nan,
-        baseline_vuln=float(base["vuln"]) if len(base) else nan,
+        baseline_vuln=values["baseline_vuln"],
         baseline_clean_error=float(base["clean_error"]) if len(base) else nan,
-        uniform_vuln=float(twin["vuln"]) if len(twin) else nan,
+        uniform_vuln=values["uniform_vuln"],
         best_uniform_aux=str(best_u["aux"]) if len(best_u) else "",
-        best_uniform_vuln=float(best_u["vuln"]) if len(best_u) else nan,
+        best_uniform_vuln=values["best_uniform_vuln"],
         stage1_trials=len(stage1),
         stage1_completed=count(stage1, "completed"),
         stage1_pruned=count(stage1, "pruned"),
@@ -218,17 +249,7 @@ def summarize(
         baseline_skill=_value(base, "skill"),
         skill_flags=_skill_flags(seeded, space.main),
         statistic=statistic,
-        **_noise(
-            done,
-            seeded,
-            images,
-            aggregate,
-            statistic,
-            seed,
-            space.main,
-            {"uniform": twin, "best_uniform": best_u},
-            comparison,
-        ),
+        **noise,
         seeds=int(done["n_seeds"].max()) if len(done) else 1,
         mode=mode,
         batch=batch,
@@ -245,12 +266,12 @@ def _noise(
     statistic: str,
     seed: int,
     main: str,
-    others: Mapping[str, Mapping[str, Any]],
+    rows: Mapping[str, Mapping[str, Any]],
     comp: Comparison | None = None,
 ) -> dict[str, Any]:
-    """Intervals, the tied set and the baseline test from the per-image errors (pooled over
-    the training seeds: ``done`` has one row per candidate, ``seeded`` one per trial);
-    ``others``: more rows (by field prefix, e.g. ``uniform``) whose intervals to report."""
+    """Values, intervals, the tied set and the baseline verdict from the per-image errors
+    (``done`` has one row per candidate, ``seeded`` one per trial); ``rows``: the rows whose
+    value and interval to report, by field prefix (``""`` the recommendation, ``baseline_``)."""
     if comp is None:  # not given: compare here
         enc = str(done["encoder"].iloc[0]) if len(done) else ""
         comp = compare_candidates(
@@ -260,19 +281,23 @@ def _noise(
         return {}
     table = comp.table.set_index("key")
     labels = {str(r["trial_id"]): short_label(main, str(r["aux"])) for _, r in done.iterrows()}
-    rec_id, baseline = comp.best, comp.baseline
-    out: dict[str, Any] = {"tied": tuple(labels[k] for k in comp.tied if k in labels)}
-    for prefix, row in others.items():
+    out: dict[str, Any] = {
+        "tied": tuple(labels[k] for k in comp.tied if k in labels),
+        "verdict_seeds": comp.seeds,
+        "verdict_images": comp.images,
+        "compared": len(table),
+    }
+    for prefix, row in rows.items():
         key = str(row.get("trial_id", "")) if len(row) else ""
         if key in table.index:
-            out[f"{prefix}_low"], out[f"{prefix}_high"] = table.loc[key, ["low", "high"]]
-    if rec_id in table.index:
-        out["vuln_low"], out["vuln_high"] = table.loc[rec_id, ["low", "high"]]
-    if baseline and baseline in table.index:
-        out["baseline_low"], out["baseline_high"] = table.loc[baseline, ["low", "high"]]
-        if baseline != rec_id:
-            out["vs_baseline"] = comp.vs_baseline
-            out["significant"] = comp.significant
+            bounds = prefix or "vuln_"  # vuln_low, baseline_low, ...
+            out[f"{prefix}vuln"] = float(table.loc[key, "value"])
+            out[f"{bounds}low"] = float(table.loc[key, "low"])
+            out[f"{bounds}high"] = float(table.loc[key, "high"])
+    if comp.verdict:
+        out["vs_baseline"] = comp.vs_baseline
+        out["verdict"] = comp.verdict
+        out["significant"] = comp.significant
     return out
 
 
@@ -319,34 +344,57 @@ def _pct(new: float, old: float) -> str:
     return f"{(new - old) / abs(old) * 100:+.1f}%"
 
 
+def _rests_on(s: Summary) -> str:
+    """``"3 seeds × 100 images"``: what the verdicts rest on."""
+    seeds = f"{s.verdict_seeds} seed" + ("s" if s.verdict_seeds != 1 else "")
+    return f"{seeds} × {s.verdict_images} images"
+
+
+def verdict_lines(s: Summary) -> list[str]:
+    """The recommendation against the single-task model: better, tied or worse, with the
+    error rate the verdict controls and what it rests on (``[]`` without a test)."""
+    if not s.verdict:
+        return []
+    d, lo, hi = s.vs_baseline
+    how = (
+        f"simultaneous 95 % interval [{lo:+.3g}, {hi:+.3g}], paired over the same images and "
+        f"seeds, {s.statistic} statistic; family-wise error 5 % over the {s.compared} models "
+        f"compared, which covers picking the best; resting on {_rests_on(s)}"
+    )
+    if s.verdict == "better":
+        text = (
+            f"The recommendation is significantly more robust than the single-task model "
+            f"(difference {d:+.3g}, {how})."
+        )
+    elif s.verdict == "worse":
+        text = (
+            f"**Worse**: the single-task model is significantly more robust than the "
+            f"recommendation (recommendation minus baseline {d:+.3g}, {how}): keep the "
+            "single-task model."
+        )
+    else:
+        text = (
+            f"**Not significant**: the recommendation is not distinguishable from the "
+            f"single-task model (recommendation minus baseline {d:+.3g}, {how}; the interval "
+            "includes 0): treat them as tied and do not read a percentage into it."
+        )
+    return [text, ""]
+
+
 def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     """The summary as the text ``rts search`` prints (Markdown-friendly)."""
     lines = [f"## Search summary: main task {s.main!r}", ""]
     rec_label = short_label(s.main, s.recommended_aux)
     flagged = any(f.startswith((f"{rec_label}:", f"{rec_label} (seed ")) for f in s.skill_flags)
-    if s.recommended_trial and flagged and not math.isnan(s.skill):
+    if s.recommended_trial and (flagged or math.isnan(s.skill)):
+        known = f"main-task skill {s.skill:.2f}" if not math.isnan(s.skill) else "skill unknown"
         lines += [
-            f"**Not trusted**: the recommended model has not learned {s.main!r} (main-task "
-            f"skill {s.skill:.2f}); its vulnerability says nothing. Train longer or on more "
-            "data before reading the ranking.",
+            f"**Not trusted**: the recommended model has not learned {s.main!r} ({known}); its "
+            "vulnerability says nothing. Train longer or on more data before reading the "
+            "ranking.",
             "",
         ]
-    d, lo, hi = s.vs_baseline
-    if s.significant is False:
-        lines += [
-            f"**Not significant**: the recommendation is not distinguishable from the single-task "
-            f"model on these images (recommendation minus baseline {d:+.3g}, 95 % interval "
-            f"[{lo:+.3g}, {hi:+.3g}] includes 0, {s.statistic} statistic): treat the candidates "
-            "as tied and do not read a percentage into it.",
-            "",
-        ]
-    elif s.significant:
-        lines += [
-            f"The recommendation is significantly more robust than the single-task model "
-            f"(difference {d:+.3g}, 95 % interval [{lo:+.3g}, {hi:+.3g}], paired over the same "
-            f"images, {s.statistic} statistic).",
-            "",
-        ]
+    lines += verdict_lines(s)
     if not s.recommended_trial:
         lines.append("No stage-2 trial completed: no recommendation (see the failure column).")
     else:
@@ -375,8 +423,9 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
         if not math.isnan(s.baseline_vuln):
             change = (
                 "within the noise"
-                if s.significant is False
+                if s.verdict == "tied"
                 else f"{_pct(s.vuln, s.baseline_vuln)} for the recommendation"
+                + (", significantly worse" if s.verdict == "worse" else "")
             )
             base = format_interval(s.baseline_vuln, s.baseline_low, s.baseline_high)
             lines.append(
@@ -402,8 +451,8 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     if len(s.tied) > 1:
         lines += [
             "",
-            f"Tied with the recommendation (not distinguishable on these images): "
-            f"{', '.join(s.tied[1:])}.",
+            f"Tied with the recommendation (not distinguishable on {_rests_on(s)}, "
+            f"simultaneous 95 % intervals): {', '.join(s.tied[1:])}.",
         ]
     if s.skill_flags:
         lines += [
@@ -455,7 +504,8 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     if s.seeds > 1:
         lines.append(
             f"Seeds: every stage-2 model trained under {s.seeds} training seeds; its values are "
-            "the means over them, its intervals over seeds × images (candidates.parquet)."
+            "the means over them, its intervals and tests rest on the seeds (each seed's "
+            "statistic over its images is one observation; candidates.parquet)."
         )
     if run_dir is not None:
         lines.append(f"Results: {run_dir}")

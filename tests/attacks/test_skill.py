@@ -125,3 +125,15 @@ def test_format_skill_flags_unlearned_tasks():
     assert text.startswith("skill (1 - error / error of the training mean): s 0.42, d -0.01")
     assert "task(s) d not learned" in text
     assert "not learned" not in format_skill({"d": 0.5})
+
+
+def test_skill_against_a_trivial_error_within_rounding_of_zero_is_unknown():
+    assert math.isnan(skill(0.1, 1e-12)) and math.isnan(skill(0.1, math.inf))
+    assert skill(0.1, 0.2) == pytest.approx(0.5)
+
+
+def test_an_infinite_label_is_rejected_when_the_trivial_predictor_is_fitted():
+    y = torch.zeros(2, 1, 3, 4)
+    y[0, 0, 1, 1] = math.inf
+    with pytest.raises(ValueError, match="infinite"):
+        fit_trivial([(torch.zeros(2, 3, 3, 4), {"d": y})], "d")

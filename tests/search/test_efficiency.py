@@ -299,7 +299,8 @@ def test_stage1_metric_and_surrogates_vs_a_truth():
 def test_with_perfect_surrogates_the_screen_finds_the_oracle_best(local_ray, tmp_path):
     """The whole benchmark path on simulated trials (tests.search.fake_trial, noise 0): the truth is
     the oracle's, grad_bound_all at initialisation ranks exactly like it, so the zero-training
-    screen recommends the true best subset for 2 of 16 full trainings (12.5 %)."""
+    screen recommends the true best subset for 2 of 16 full trainings (12.5 %) plus what the
+    screens cost."""
     from benchmarks.search_efficiency import evaluate
     from tests.search.fake_trial import FakeTrial
 
@@ -317,6 +318,47 @@ def test_with_perfect_surrogates_the_screen_finds_the_oracle_best(local_ray, tmp
     assert ev.truth.index[0] == "sE"  # pool sdnE; MARGINAL: s -0.20, E -0.15 (d +0.10, n +0.15)
     (row,) = ev.frame.to_dict("records")
     assert row["pick"] == "sE" and row["rank"] == 1 and row["rank_run"] == 1
-    assert row["units_fraction"] == pytest.approx(2 / 16)  # no stage-1 epoch, no baseline
+    # two full trainings (no baseline) plus the 16 zero-epoch screens, charged their wall time
+    # (they ran input gradients and an attack: issue 25 found them charged 0 units)
+    assert row["screen_units"] > 0 and row["stage1_units"] == pytest.approx(row["screen_units"])
+    assert row["stage2_units"] == pytest.approx(2 / 16 * row["exhaustive_units"])
+    assert row["units_fraction"] == pytest.approx(
+        (row["stage2_units"] + row["screen_units"]) / row["exhaustive_units"]
+    )
+    assert row["no_pick"] is False and row["free_hit"] is False
     assert row["stage2_vs_truth"] == 0.0
     assert row["stage2"] == "sE,sdE"
+
+
+def test_mean_regret_charges_a_search_without_a_pick_and_free_hits_are_apart():
+    """Issue 25: a search that recommended nothing counts at the worst regret, and a hit on a
+    single-task best that every stage 2 trains is reported apart."""
+    from benchmarks.search_efficiency import score_pick, summarize_budgets
+
+    truth = pd.Series({"": 0.1, "s": 0.3, "d": 0.7})
+    rows = []
+    for seed, pick in enumerate(["", math.nan]):
+        row = {"budget": "b", "seed": seed, "units_fraction": 0.1, "wall_fraction": 0.1}
+        row.update(score_pick(pick, truth), best_sampled=True, search_s=1.0)
+        row["free_hit"] = pick == ""
+        rows.append(row)
+    (out,) = summarize_budgets(pd.DataFrame(rows)).to_dict("records")
+    assert out["no_pick"] == "1/2" and out["mean_regret"] == pytest.approx((0 + 0.6) / 2)
+    assert out["free_hits"] == "1/2" and out["hits_not_free"] == "0/2"
+
+
+def test_a_zero_epoch_screen_is_charged_its_wall_time():
+    from benchmarks.search_efficiency import compute_spent
+
+    search = pd.DataFrame(
+        {
+            "stage": [1, 2],
+            "epochs": [0, 8],
+            "trained_encoder": "resnet18",
+            "wall_s": [5.0, 40.0],
+        }
+    )
+    exhaustive = search.assign(stage=2, epochs=8, wall_s=40.0)  # 16 units in 80 s
+    spent = compute_spent(search, exhaustive)
+    assert spent["screen_units"] == pytest.approx(5.0 * 16 / 80)
+    assert spent["units"] == pytest.approx(8 + 1.0)

@@ -3,6 +3,8 @@ paired test against the single-task model, and what one training seed cannot tel
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 
@@ -55,7 +57,8 @@ def test_a_difference_inside_the_noise_is_reported_as_a_tie(tmp_path):
     assert rec["significant"] is False
     lines = recommendation_lines(rec, pd.DataFrame())
     tie = [line for line in lines if line.startswith("**Not significant**")]
-    assert tie and "includes 0: treat them as tied" in tie[0] and "%" not in tie[0]
+    assert tie and "includes 0: treat them as tied" in tie[0]
+    assert not re.search(r"[+-]\d+(\.\d+)?%", tie[0])  # no percentage change read into it
 
 
 def test_a_run_without_per_image_errors_says_it_cannot_test(tmp_path):
@@ -63,3 +66,15 @@ def test_a_run_without_per_image_errors_says_it_cannot_test(tmp_path):
     assert "diff" not in rec and "target_low" not in rec
     text = "\n".join(recommendation_lines(rec, pd.DataFrame()))
     assert "no per-image errors" in text and "One training seed" not in text
+
+
+def test_the_paired_differences_figure_shows_what_the_verdicts_are_read_from(tmp_path):
+    from rts.search.report.html import differences_item
+
+    run = load_run(with_images(write_fake_run_folder(tmp_path / "run"), noise=0.05))
+    item = differences_item(run, pd.DataFrame())
+    assert item is not None and item.id == "differences" and item.png.startswith(b"\x89PNG")
+    assert "not from whether two models' own intervals overlap" in item.caption
+    ((_, numbers),) = item.tables
+    assert numbers.loc["dn", "minus the single-task model"].endswith("(better)")
+    assert numbers.loc["d", "minus the recommendation"].endswith("(worse)")

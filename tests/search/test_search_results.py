@@ -291,7 +291,7 @@ def _images(levels: dict[str, float], noise: float, n: int = 40) -> pd.DataFrame
 
 
 def test_summary_with_per_image_errors_gives_intervals_ties_and_the_baseline_test():
-    table = stage2_table()  # s2-0001 baseline (0.8), s2-0002 d+s (0.5), s2-0003, s2-0004
+    table = stage2_table().assign(skill=0.6)  # s2-0001 baseline (0.8), s2-0002 d+s (0.5), ...
     levels = dict(zip(table["trial_id"], table["vuln"], strict=True))
     levels.pop("s2-0005")  # failed
     clear = _images(levels, noise=0.02)
@@ -315,8 +315,16 @@ def test_summary_with_per_image_errors_gives_intervals_ties_and_the_baseline_tes
     assert "| recommended: d + {s} | 0.5" in text and "[" in text.split("recommended:")[1]
     # the uniform twin (s2-0003, 0.7) and the best uniform alternative (s2-0001, 0.6) too
     assert s.uniform_low < 0.7 < s.uniform_high and s.best_uniform_low < 0.6 < s.best_uniform_high
-    assert "| same tasks, uniform weights | 0.7 [" in text
-    assert "| best uniform-weight alternative: d + {s, k} | 0.6 [" in text
+    # every value shown is the statistic of the per-image rows its interval comes from
+    assert f"| same tasks, uniform weights | {s.uniform_vuln:.4g} [" in text
+    assert f"| best uniform-weight alternative: d + {{s, k}} | {s.best_uniform_vuln:.4g} [" in text
+    for v, lo, hi in [
+        (s.vuln, s.vuln_low, s.vuln_high),
+        (s.uniform_vuln, s.uniform_low, s.uniform_high),
+        (s.best_uniform_vuln, s.best_uniform_low, s.best_uniform_high),
+        (s.baseline_vuln, s.baseline_low, s.baseline_high),
+    ]:
+        assert lo <= v <= hi
     noisy = _images({k: 0.5 for k in levels}, noise=0.6, n=12)
     t = summary(noisy)
     assert t.significant is False

@@ -1,5 +1,5 @@
 """``stage2.seeds``: every finalist and the baseline under K training seeds, one row per seed,
-the candidates' means with intervals over seeds × images, the recommendation by the mean."""
+the candidates' means with intervals that rest on the seeds, the recommendation by the mean."""
 
 from __future__ import annotations
 
@@ -47,9 +47,10 @@ def test_per_candidate_means_over_seeds_and_pools_units():
         }
     )
     pooled = pooled_images(images, done, "worst")
-    # the same image under two seeds is two units; both seeds of a candidate share its key
+    # the same image under two seeds is two units (seed, image); both seeds of a candidate
+    # share its key, and the seed is a column of its own: the seeds are clusters
     assert pooled["key"].tolist() == ["s2-0001", "s2-0001", "s2-0003"]
-    assert pooled["unit"].tolist() == ["0:7", "1:7", "1:7"]
+    assert pooled["seed"].tolist() == [0, 1, 1] and pooled["unit"].tolist() == [7, 7, 7]
 
 
 def test_stage2_seeds_end_to_end_on_fake_trials(local_ray, tmp_path):
