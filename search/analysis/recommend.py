@@ -88,10 +88,10 @@ def _seeds(run: RunData) -> int:
 
 def paired_comparison(run: RunData, best: str, baseline: str):
     """The :class:`~rts.search.results.recommend.Comparison` of the run's stage-2 combinations
-    (keys: ``combo``) from their per-image errors of the ranked number (the ``worst`` case, or
-    the one attack of a one-attack ensemble), paired over the same images and training seeds;
-    ``None`` when the run has none."""
-    from rts.search.results.candidates import ranked_attack
+    (keys: ``combo``) from their per-image errors of the ranked number (the ``worst`` case, the
+    one attack of a one-attack ensemble, or the mean over the attacks), paired over the same
+    images and training seeds; ``None`` when the run has none."""
+    from rts.search.results.candidates import ranked_attack, ranked_rows
     from rts.search.results.recommend import compare
 
     cfg = run.config.get("attack", {}) if isinstance(run.config, dict) else {}
@@ -101,10 +101,11 @@ def paired_comparison(run: RunData, best: str, baseline: str):
     if images.empty or "trial_id" not in images:
         return None
     images = images[images["trial_id"].isin(t.index)]
-    attack = ranked_attack(images, str(cfg.get("aggregate", "worst")))
+    statistic = str(cfg.get("statistic", "mean"))
+    attack = ranked_attack(images, str(cfg.get("aggregate", "worst")), statistic)
     if not attack:
         return None
-    w = images[images["attack"] == attack]
+    w = ranked_rows(images, attack)
     seed = t["seed"] if "seed" in t else pd.Series(0, index=t.index)
     frame = pd.DataFrame(
         {
@@ -115,7 +116,6 @@ def paired_comparison(run: RunData, best: str, baseline: str):
             "adv_error": w["adv_error"].to_numpy(),
         }
     )
-    statistic = str(cfg.get("statistic", "mean"))
     return compare(frame, statistic, baseline=baseline, best=best)
 
 

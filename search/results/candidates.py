@@ -67,16 +67,45 @@ def per_candidate(done: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def ranked_attack(images: pd.DataFrame | None, aggregate: str) -> str:
+MEAN_OVER_ATTACKS = "mean"
+"""The ``attack`` name :func:`ranked_rows` gives the per-image mean over a ``mean``-aggregated
+ensemble's attacks."""
+
+LINEAR_STATISTICS = ("mean", "ratio_of_means", "adv_error")
+"""Statistics linear in the adversarial errors (for fixed clean errors): their value on the
+per-image mean over attacks equals the mean of their per-attack values, the ``mean``
+aggregate's vulnerability. (The median of a mean is not the mean of medians.)"""
+
+
+def ranked_attack(images: pd.DataFrame | None, aggregate: str, statistic: str = "mean") -> str:
     """The ``attack`` whose per-image rows give the number the search ranks by: the per-image
-    ``worst`` case of the ensemble, or the one attack of a one-attack ensemble (its own worst
-    case and mean); ``""`` when neither is there (a ``mean`` aggregate of several attacks)."""
+    ``worst`` case of the ensemble, the one attack of a one-attack ensemble (its own worst
+    case and mean), or :data:`MEAN_OVER_ATTACKS` for a ``mean`` aggregate of several attacks
+    under a linear ``statistic``; ``""`` when none is there (a ``mean`` aggregate under the
+    ``median`` statistic)."""
     if images is None or images.empty or "attack" not in images.columns:
         return ""
     names = set(images["attack"].astype(str))
     if aggregate == "worst" and "worst" in names:
         return "worst"
-    return names.pop() if len(names) == 1 else ""
+    attacks = names - {"worst"}
+    if len(attacks) == 1:
+        return attacks.pop()
+    if aggregate == "mean" and len(attacks) > 1 and statistic in LINEAR_STATISTICS:
+        return MEAN_OVER_ATTACKS
+    return ""
+
+
+def ranked_rows(images: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """The per-image rows of ``attack`` (:func:`ranked_attack`); for :data:`MEAN_OVER_ATTACKS`
+    one row per trial and image whose adversarial error is the mean over the attacks."""
+    if attack != MEAN_OVER_ATTACKS:
+        return images[images["attack"] == attack]
+    rows = images[images["attack"] != "worst"]
+    out = rows.groupby(["trial_id", "image"], as_index=False, sort=False).agg(
+        clean_error=("clean_error", "first"), adv_error=("adv_error", "mean")
+    )
+    return out.assign(attack=MEAN_OVER_ATTACKS)
 
 
 def pooled_images(images: pd.DataFrame, done: pd.DataFrame, attack: str) -> pd.DataFrame:
@@ -92,7 +121,7 @@ def pooled_images(images: pd.DataFrame, done: pd.DataFrame, attack: str) -> pd.D
         for tid in str(row["trial_ids"]).split(","):
             rep[tid] = str(row["trial_id"])
     seed = done.set_index("trial_id")["seed"] if "seed" in done else pd.Series(dtype=int)
-    rows = images[(images["attack"] == attack) & images["trial_id"].isin(rep)]
+    rows = ranked_rows(images[images["trial_id"].isin(rep)], attack)
     return pd.DataFrame(
         {
             "key": rows["trial_id"].map(rep),
@@ -129,7 +158,7 @@ def compare_candidates(
 ) -> Comparison | None:
     """The recommendation against the noise on the (seed, image) units: ``None`` without
     per-image errors of the ranked number (:func:`ranked_attack`)."""
-    attack = ranked_attack(images, aggregate)
+    attack = ranked_attack(images, aggregate, statistic)
     if not attack or cands.empty:
         return None
     rec, base = recommend(cands, encoder)

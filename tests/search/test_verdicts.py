@@ -54,13 +54,13 @@ def images(
     return pd.concat(out, ignore_index=True)
 
 
-def summary(trials, imgs, statistic="mean", attacks=("pgd", "apgd")):
+def summary(trials, imgs, statistic="mean", attacks=("pgd", "apgd"), aggregate="worst"):
     return summarize(
         trials.iloc[:0],
         trials,
         sp(),
         stage2_epochs=10,
-        aggregate="worst",
+        aggregate=aggregate,
         attacks=attacks,
         images=imgs,
         statistic=statistic,
@@ -165,6 +165,33 @@ def test_a_one_attack_ensemble_gets_intervals_and_a_verdict():
     s = summary(trials, imgs, attacks=("pgd",))
     assert s.verdict == "better" and inside(s)
     assert "[" in format_summary(s).split("recommended:")[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("statistic", ["mean", "ratio_of_means", "adv_error"])
+def test_a_mean_aggregate_of_several_attacks_gets_its_own_value_an_interval_and_a_verdict(
+    statistic,
+):
+    """``attack.aggregate: mean``: the vulnerability is the mean of the attacks' statistics; the
+    verdict rests on per-image means over the attacks, whose statistic is that same value."""
+    from rts.attacks.statistics import get_statistic
+
+    trials = table({"": 0.5, "s": 0.3})
+    pgd = images(trials, lambda r, rng: r["vuln"] + rng.normal(0, 0.05, 60), "pgd")  # same clean
+    apgd = images(trials, lambda r, rng: 1.5 * r["vuln"] + rng.normal(0, 0.05, 60), "apgd")
+    imgs = pd.concat([pgd, apgd], ignore_index=True)
+    stat = get_statistic(statistic)
+    for i, r in trials.iterrows():  # as the trial reports it: the mean over the attacks
+        per = [
+            stat(g["clean_error"].to_numpy(), g["adv_error"].to_numpy())
+            for _, g in imgs[imgs["trial_id"] == r["trial_id"]].groupby("attack")
+        ]
+        trials.loc[i, "vuln"] = float(np.mean(per))
+    s = summary(trials, imgs, statistic=statistic, aggregate="mean")
+    assert s.verdict == "better" and inside(s)
+    assert s.vuln == pytest.approx(trials.set_index("aux").loc["s", "vuln"])
+    # the median of a mean is not the mean of medians: no verdict rather than a wrong one
+    median = summary(trials, imgs, statistic="median", aggregate="mean")
+    assert median.verdict in ("", None) or np.isnan(median.vuln_low)
 
 
 def test_a_nan_skill_on_the_recommendation_is_not_trusted():
