@@ -108,6 +108,10 @@ def read_checkpoint(
     except Exception as exc:  # unsafe content, a truncated file, not a torch file, ...
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         unsafe = [line for line in lines if "Unsupported global" in line]
+        # torch 2.3 says "Unsupported class X" at the end of its advice to load unsafely.
+        unsafe += [
+            line[line.index("Unsupported class") :] for line in lines if "Unsupported class" in line
+        ]
         if isinstance(exc, pickle.UnpicklingError) and unsafe:
             raise ValueError(
                 f"refusing checkpoint {str(path)!r}: it holds pickled objects that "

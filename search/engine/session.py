@@ -28,7 +28,7 @@ Echo = Callable[[str], None]
 
 AUTH_MODE = "RAY_AUTH_MODE"
 """Ray's switch of token authentication (``token`` or ``disabled``). The tool never sets it: Ray
-turns token authentication on for a cluster it starts (from 2.52), and sets it for this process
+turns token authentication on for a cluster it starts (from 2.59), and sets it for this process
 itself (it caches the mode, so setting it here after ``import ray`` would not take)."""
 
 ENABLED_WARNING = "Token authentication is enabled for this Ray cluster"
