@@ -69,6 +69,7 @@ def budgets(early_epochs: int) -> dict[str, Budget]:
                 "stage1.model=none",
                 "search.sampler=grid",
                 "search.n_trials=16",
+                "search.batch=16",
                 f"stage1.epochs={FULL_EPOCHS}",
                 "stage1.scheduler=fifo",
                 "stage1.encoder=same",
@@ -82,6 +83,7 @@ def budgets(early_epochs: int) -> dict[str, Budget]:
                 "stage1.model=none",
                 "search.sampler=grid",
                 "search.n_trials=16",
+                "search.batch=16",
                 f"stage1.epochs={e}",
                 "stage1.scheduler=fifo",
                 "stage1.encoder=same",
@@ -222,7 +224,10 @@ def test_table(path: str, columns: str, skip_rows: int, main: str) -> dict[str, 
 
 def run(args: argparse.Namespace, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Every budget on every main task and seed; the CSV's rows."""
+    import optuna
     import ray
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     from rts.search.config.convert import load_config
     from rts.search.results.pipeline import run_search
