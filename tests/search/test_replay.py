@@ -173,3 +173,29 @@ def test_replayed_searches_pick_right_and_resume(local_ray, tmp_path):
     again = run_search(cfg, storage=tmp_path)
     pd.testing.assert_frame_equal(_comparable(again.trials), _comparable(first.trials))
     assert again.summary.recommended_aux == first.summary.recommended_aux
+
+
+def test_scatter_draws_no_line_below_five_points():
+    from rts.search.analysis.correlate import correlate
+    from rts.search.report.plots import scatter_figure
+
+    values = pd.DataFrame({"vuln": [0.1, 0.3]}, index=["a", "b"])
+    target = pd.Series([0.2, 0.5], index=["a", "b"])
+    stats = correlate(values["vuln"].to_numpy(), target.to_numpy())
+    assert "note" in stats and "needs >= 5" in stats["note"]
+    table = pd.DataFrame([{"surrogate": "vuln", **stats}])
+    for col in ("pearson_r", "pearson_lo", "pearson_hi"):
+        table[col] = table.get(col, math.nan)
+    fig = scatter_figure(values, target, table)
+    ax = fig.axes[0]
+    assert len(ax.lines) == 0 and "no correlation below 5 points" in ax.get_title()
+
+
+def test_replay_correlation_spans_every_task_set():
+    from rts.search.analysis.replay import replay_correlations
+    from rts.search.config.convert import to_dict
+
+    cfg = resolve(load_config(None, REPLAY))
+    table = replay_correlations(to_dict(cfg))
+    row = table.loc[("d", 0.2)]
+    assert row["n"] == 16 and row["spearman_lo"] < row["spearman"] < row["spearman_hi"]
