@@ -109,7 +109,8 @@ def fit_hoa(subsets: Sequence[str], values: Sequence[float], pool: str) -> Effec
     Raises:
         ValueError: no finite value of a pair.
     """
-    frame = pd.DataFrame({"aux": list(subsets), "value": np.asarray(values, dtype=float)})
+    aux = pd.Series(list(subsets), dtype=object)  # strings even when there are none
+    frame = pd.DataFrame({"aux": aux, "value": np.asarray(values, dtype=float)})
     frame = frame[np.isfinite(frame["value"]) & (frame["aux"].str.len() <= 1)]
     means = frame.groupby("aux")["value"].mean()
     coef = {t: float(means[t]) for t in pool if t in means.index}

@@ -210,6 +210,8 @@ def _write_results(
         comparison=comparison,
         retries=read_retries(paths.retries),
     )
+    if cfg.replay is not None:  # a replayed value has no attack and no skill behind it
+        summary = dataclasses.replace(summary, replayed=True, skill_flags=())
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)
     budget = (cfg.attack.norm, cfg.attack.eps, cfg.attack.steps)
@@ -277,6 +279,10 @@ def _stage1_tables(
     tables = collect_stage(
         results, 1, epochs=cfg.stage1.epochs, trained_encoder=encoder, seed=cfg.trial_seed
     )
+    if reuses_stage1(cfg):  # stage 2 takes these models as they are: keep them as its own
+        tables = dataclasses.replace(
+            tables, trials=_save_checkpoints(results, tables.trials, paths)
+        )
     _write_stage(paths, 1, tables)
     return tables
 
@@ -376,7 +382,8 @@ def _write_stage(paths: RunPaths, stage: int, tables: StageTables) -> None:
 
 
 def _save_checkpoints(results: Any, trials: pd.DataFrame, paths: RunPaths) -> pd.DataFrame:
-    """Copy every completed stage-2 trial's last checkpoint to ``checkpoints/<trial_id>``."""
+    """Copy every completed trial's last checkpoint to ``checkpoints/<trial_id>`` (stage 2's,
+    and stage 1's when stage 2 reuses them)."""
     out = trials.copy()
     by_ray_id = {Path(str(r.path)).name.split("_")[-1]: r for r in results}
     for i, row in out.iterrows():

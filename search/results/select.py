@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from rts.search.engine.space import Candidate, Space, decode
 from rts.search.engine.trainable import SEED_KEY
 from rts.search.results.effects import EffectModel, fit_effects, rank_subsets
 from rts.search.results.pareto import pareto_ranks
+
+log = logging.getLogger(__name__)
 
 
 def rank_stage1(
@@ -162,7 +165,11 @@ def predicted_top(
 ) -> list[Candidate]:
     """The ``k`` subsets (not the main task alone) the effect model predicts most robust,
     leaving out the candidates in ``exclude`` (keys: those already trained in full)."""
-    fitted = effect_model(ranked, space, metric=metric, kind=kind)
+    try:
+        fitted = effect_model(ranked, space, metric=metric, kind=kind)
+    except ValueError as exc:  # nothing to fit on: every stage-1 trial failed
+        log.warning("stage 2: no %s model to predict with (%s)", kind, exc)
+        return []
     order = rank_subsets(fitted, [a for a in space.subsets() if a])
     cands = [space.candidate(a, "uniform", space.encoders[0]) for a in order["aux"]]
     return [c for c in cands if c.key not in exclude][:k]

@@ -121,6 +121,8 @@ class Summary:
     uniform_high: float = math.nan
     best_uniform_low: float = math.nan
     best_uniform_high: float = math.nan
+    replayed: bool = False
+    """The values come from a replay table (``replay:``): no attack, no skill was measured."""
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -363,7 +365,9 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
                 f"most robust candidate (encoder {s.recommended_encoder}, trial "
                 f"{s.recommended_trial})"
             )
-        attack = f"{s.aggregate} case of {', '.join(s.attacks)}"
+        attack = (
+            "replayed metric" if s.replayed else f"{s.aggregate} case of {', '.join(s.attacks)}"
+        )
         lines += [
             "",
             f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error "
