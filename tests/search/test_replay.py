@@ -126,12 +126,22 @@ def test_defaults_train_pairs_in_full_and_reuse_them():
     assert sampler.stage1.epochs == 3 and not reuses_stage1(sampler)
 
 
+def test_dry_run_charges_reused_stage1_trials_once():
+    from rts.search.engine.plan import plan_search
+
+    plan = plan_search(load_config(None, REPLAY))
+    assert (plan.stage1_trials, plan.stage2_trials_max) == (5, 2)  # baseline reused from stage 1
+    assert plan.units_expected / plan.exhaustive_units == pytest.approx(7 / 16)  # as the run
+    retrain = plan_search(load_config(None, [*REPLAY, "stage2.reuse=false"]))
+    assert retrain.stage2_trials_max == 3 and retrain.units_expected == pytest.approx(40)
+
+
 def _comparable(trials: pd.DataFrame) -> pd.DataFrame:
     keep = ["trial_id", "stage", "role", "aux", "epochs", "status", "vuln", "cost_units"]
     return trials[keep].sort_values("trial_id").reset_index(drop=True)
 
 
-def test_replayed_searches_pick_right_and_resume(local_ray, tmp_path):
+def test_replayed_searches_pick_right_and_resume(local_ray, tmp_path, capsys):
     from rts.search.results.pipeline import run_search
 
     full = read_table(str(DATA / "results.txt"), tuple("sdnke"), 1)
@@ -154,9 +164,15 @@ def test_replayed_searches_pick_right_and_resume(local_ray, tmp_path):
     assert len(s2) == 16 and (s2["cost_units"] == 0).all()  # all reused, none retrained
 
     cfg = load_config(None, [*REPLAY, "name=dflt"])
-    first = run_search(cfg, storage=tmp_path)
+    said: list[str] = []
+    first = run_search(cfg, storage=tmp_path, echo=said.append)
+    assert any("trained in full with stage 2's recipe; stage 2 reuses them" in s for s in said)
     ratio = first.summary.cost_units / first.summary.exhaustive_units
     assert ratio == pytest.approx(7 / 16)  # 5 pairs in full + 2 predicted sets
+    from rts.search.results.summary import format_summary
+
+    text = format_summary(first.summary)
+    assert "relative vulnerability (replayed metric)" in text and "skill unknown" not in text
     s2 = first.trials[first.trials["stage"] == 2]
     assert (s2["role"] == "predicted").sum() == 2 and (s2["role"] == "baseline").sum() == 1
     # Interrupted once stage 1 had finished (stage 2's tables and experiment gone), then once
@@ -173,6 +189,13 @@ def test_replayed_searches_pick_right_and_resume(local_ray, tmp_path):
     again = run_search(cfg, storage=tmp_path)
     pd.testing.assert_frame_equal(_comparable(again.trials), _comparable(first.trials))
     assert again.summary.recommended_aux == first.summary.recommended_aux
+    from rts.cli import main
+
+    capsys.readouterr()
+    assert main(["analyze", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "early vs full training on the replayed tables" in out
+    assert "main d, 0.2 of training: Spearman" in out and "over 16 task sets" in out
 
 
 def test_scatter_draws_no_line_below_five_points():

@@ -24,6 +24,7 @@ from rts.search.engine.space import Candidate
 from rts.search.engine.storage import journal_at, sync_down, sync_up
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial, fake_vulnerability
+from tests.search.tiny import EARLY_SCREEN
 
 ray = pytest.importorskip("ray")
 
@@ -192,35 +193,36 @@ def test_sync_down_clears_a_staging_copy_whose_remote_is_gone(tmp_path):
 # The Optuna journal travels with Ray's snapshot
 
 
-def finished_values(storage_obj) -> list[float]:
-    study = optuna.load_study(study_name="s", storage=storage_obj)
+def finished_values(storage_obj, name: str = "s") -> list[float]:
+    study = optuna.load_study(study_name=name, storage=storage_obj)
     return [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
 def test_snapshot_journal_is_restored_where_the_run_is_now(tmp_path):
+    """Ray restores the searcher it pickled and calls ``restore`` with the state ``save``
+    wrote: the journal goes where the run is now (:func:`journal_at`), not where it was."""
+    from tests.search.test_searcher_restore import run_some, searcher
+
     a, b = tmp_path / "machine-a" / "optuna.journal", tmp_path / "machine-b" / "optuna.journal"
-    study = optuna.create_study(study_name="s", storage=journal_storage(a))
-    for x in (3.0, 1.0, 2.0):
-        study.tell(study.ask(), x)
-    snapshot = pickle.dumps(study._storage)  # what Ray's searcher snapshot holds
-    study.tell(study.ask(), 9.0)  # after the snapshot
+    first = searcher(a)
+    run_some(first, ["t1", "t2", "t3"])
+    state, blob = tmp_path / "searcher-state.pkl", pickle.dumps(first)  # Ray's snapshot
+    first.save(str(state))
+    run_some(first, ["t4"])  # after the snapshot
+
+    def restored_at(journal: Path) -> list[float]:
+        with journal_at(journal):
+            pickle.loads(blob).restore(str(state))
+        return finished_values(journal_storage(journal), "stage1")
 
     shutil.rmtree(a.parent)  # the first machine is gone
-    with journal_at(b):
-        restored = pickle.loads(snapshot)
-    assert finished_values(restored) == [3.0, 1.0, 2.0]
-    assert finished_values(journal_storage(b)) == [3.0, 1.0, 2.0]
-    assert not a.exists()
-
-    # A journal that went on after the snapshot is kept; the restored storage sees it all.
-    study_b = optuna.load_study(study_name="s", storage=journal_storage(b))
-    study_b.tell(study_b.ask(), 5.0)
-    with journal_at(b):
-        assert finished_values(pickle.loads(snapshot)) == [3.0, 1.0, 2.0, 5.0]
+    assert len(restored_at(b)) == 3 and not a.exists()
+    # A journal that went on after the snapshot is kept; the restored study sees it all.
+    run_some(searcher(b), ["t5"])
+    assert len(restored_at(b)) == 4
     # A journal of another history is replaced by the snapshot's.
     b.write_bytes(b"")
-    with journal_at(b):
-        assert finished_values(pickle.loads(snapshot)) == [3.0, 1.0, 2.0]
+    assert len(restored_at(b)) == 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,6 +243,7 @@ def test_search_on_a_uri_resumes_on_a_fresh_machine(local_ray, tmp_path, monkeyp
         None,
         [
             "name=uri",
+            *EARLY_SCREEN,
             "search.pool=sDnk",
             "search.max_aux=2",
             "search.n_trials=6",
