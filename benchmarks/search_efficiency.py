@@ -830,7 +830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _simulate_at_scale(args: argparse.Namespace) -> int:
     """``--no-real --pool POOL``: :func:`benchmarks.efficiency_sim.simulate`, table and CSV."""
-    from benchmarks.efficiency_sim import simulate, summary
+    from benchmarks.efficiency_sim import fit_generator, simulate, summary
     from rts.tasks.registry import parse_tasks
 
     if not args.no_real:
@@ -842,6 +842,13 @@ def _simulate_at_scale(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rows = simulate(pool, seeds)
     print(f"# Simulated search at scale: pool {pool} ({2 ** len(pool)} subsets), seeds {seeds}\n")
+    gen = fit_generator()
+    print(
+        f"generator fitted on benchmarks/data/taskgrouping: lam {gen.lam:.2f} (1 = additive), "
+        f"main effects {gen.mu_b:+.3f} ± {gen.sd_b:.3f}, pairs {gen.mu_g:+.3f} ± {gen.sd_g:.3f}, "
+        f"triples ± {gen.sd_h:.3f}; early-vs-full Spearman {gen.early_spearman:.2f}, "
+        f"full-vs-test {gen.full_spearman:.3f}\n"
+    )
     print(markdown(summary(rows)))
     print(f"\n{time.perf_counter() - start:.0f} s; peak RSS {peak_rss_mib():.0f} MiB")
     if args.out:

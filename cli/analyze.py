@@ -114,6 +114,7 @@ def _analyze(data: Any, folder: Path, args: argparse.Namespace) -> int:
             print("\n".join(notes))
     for note in data.notes:
         print(f"note: {note}")
+    _print_replay_correlation(data.config)
     csv_path = folder / "analysis.csv"
     pq_path = folder / "analysis.parquet"
     with atomic_path(csv_path) as tmp:
@@ -122,3 +123,15 @@ def _analyze(data: Any, folder: Path, args: argparse.Namespace) -> int:
         table.to_parquet(tmp, index=False)
     print(f"\nwrote {csv_path} and {pq_path}")
     return 0
+
+
+def _print_replay_correlation(config: Any) -> None:
+    """A replayed run: how its early tables rank every task set against the full one."""
+    from rts.search.analysis.replay import correlation_line, replay_correlations
+
+    table = replay_correlations(config)
+    if table is None:
+        return
+    print("\nearly vs full training on the replayed tables (every task set with both values):")
+    for row in table.reset_index().to_dict("records"):
+        print(f"  {correlation_line(row)}")

@@ -36,7 +36,7 @@ INNER: dict[str, list[tuple[str, ...]]] = {
         ("faults", "halving", "space", "storage", "session"),
         ("paths", "rows"),
         ("trial", "plan"),
-        ("records", "trainable", "progress", "tracking"),
+        ("records", "trainable", "progress", "tracking", "replay"),
         ("samplers",),
         ("searcher",),
         ("experiment",),

@@ -23,8 +23,9 @@ from rts.search.analysis.stats import (
 from rts.search.analysis.surrogates import Surrogate, TrialRecord, expand_surrogates
 from rts.search.engine import plan
 
-MIN_POINTS = 3
-"""Correlations need at least this many combinations with both a surrogate and a target value."""
+MIN_POINTS = 5
+"""Correlations (and regression lines, and a "best surrogate") need at least this many
+combinations with both a surrogate and a target value: below, one line says what is missing."""
 
 
 def _surrogate_cost(s: Surrogate, trial: TrialRecord) -> tuple[float, float]:

@@ -24,7 +24,10 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from rts.search.config.schema import (
+    DEFAULT_SAMPLER_EPOCHS,
+    REPLAY_TRIAL_FN,
     RESULT_NEUTRAL_SECTIONS,
+    SAME_ENCODER,
     ConfigError,
     SearchConfig,
     main_tasks,
@@ -158,6 +161,7 @@ def resolve(cfg: SearchConfig) -> SearchConfig:
     A one-item ``search.main`` list becomes its letter; with several main tasks, pool, max_aux
     and n_trials stay as written (each study resolves its own: :mod:`.studies`).
     """
+    cfg = _resolve_stage1(_resolve_replay(cfg))
     space = cfg.search
     mains = main_tasks(space)
     if len(mains) == 1 and not isinstance(space.main, str):
@@ -185,6 +189,45 @@ def resolve(cfg: SearchConfig) -> SearchConfig:
             trial_seed=cfg.trial_seed,
         ),
     )
+
+
+def _resolve_stage1(cfg: SearchConfig) -> SearchConfig:
+    """``stage1.epochs`` written out: a fixed design left at the default trains with stage 2's
+    recipe (so stage 2 reuses it); the sampler gets :data:`DEFAULT_SAMPLER_EPOCHS`."""
+    s1, s2 = cfg.stage1, cfg.stage2
+    if s1.epochs is not None:
+        return cfg
+    if s1.design == "sampler":
+        return dataclasses.replace(
+            cfg, stage1=dataclasses.replace(s1, epochs=DEFAULT_SAMPLER_EPOCHS)
+        )
+    full = dataclasses.replace(
+        s1,
+        encoder=SAME_ENCODER,
+        epochs=s2.epochs,
+        decoder_width=s2.decoder_width,
+        batch_size=s2.batch_size,
+        lr=s2.lr,
+        output_init=s2.output_init,
+        scheduler="fifo",
+    )
+    return dataclasses.replace(cfg, stage1=full)
+
+
+def _resolve_replay(cfg: SearchConfig) -> SearchConfig:
+    """A ``replay:`` config answers trials from its tables (``search.trial_fn`` set to the
+    replay unless given) read by absolute paths (Ray runs trials in other folders)."""
+    if cfg.replay is None:
+        return cfg
+    tables = {
+        float(f): str(Path(p).expanduser().resolve()) if "://" not in p else p
+        for f, p in cfg.replay.tables.items()
+    }
+    replay = dataclasses.replace(cfg.replay, tables=tables)
+    space = cfg.search
+    if space.trial_fn is None:
+        space = dataclasses.replace(space, trial_fn=REPLAY_TRIAL_FN)
+    return dataclasses.replace(cfg, replay=replay, search=space)
 
 
 def diff_configs(a: SearchConfig, b: SearchConfig) -> list[str]:

@@ -175,10 +175,6 @@ class Stage1Config:
     Attributes:
         encoder: surrogate encoder, or ``"same"`` to train the trial's own encoder (needed when
             several encoders are searched: a fixed surrogate cannot rank encoders).
-        epochs: epochs of a trial that is not pruned (ASHA's ``max_t``); 0 = a zero-training
-            screen: every trial is only evaluated at initialisation (``scheduler: fifo``; useful
-            with ``metric: grad_bound_all``, the one metric that differs between task subsets
-            before training).
         decoder_width: decoder width of the surrogate model; ``None`` = the model default.
         batch_size: training batch size.
         lr: learning rate.
@@ -190,10 +186,24 @@ class Stage1Config:
             vulnerability to the cheap attack), ``clean_error`` (its clean error),
             ``grad_bound`` (first-order bound of the attacked tasks' loss, no attack) or
             ``grad_bound_all`` (the same for the whole weighted training loss).
-        model: ``none`` (stage 2 takes the best stage-1 trials) or a task-effect model,
-            ``additive`` or ``pairwise``, fitted on the completed stage-1 trials' metric; stage
-            2 then takes the subsets it predicts best among every subset of the space, tried or
-            not (``rts.search.results.effects``; uniform weights, the first encoder).
+        epochs: epochs of a trial that is not pruned (ASHA's ``max_t``); 0 = a zero-training
+            screen: every trial is only evaluated at initialisation (``scheduler: fifo``; useful
+            with ``metric: grad_bound_all``, the one metric that differs between task subsets
+            before training).
+            ``None`` (the default) = 3 for the ``sampler`` design, and for a
+            fixed design (``pairs``, ``triples``) training *in full with stage 2's recipe*
+            (its encoder, epochs, width, batch size, lr, output init and attacks), so that stage
+            2 reuses those trials instead of retraining them (``stage2.reuse``). Written out by
+            :func:`rts.search.config.convert.resolve`.
+        model: ``none`` (stage 2 takes the best stage-1 trials) or a task-effect model fitted on
+            the completed stage-1 trials' metric: ``hoa`` (Standley et al.'s higher-order
+            approximation: a set's value is the mean of its pairs' values, the default),
+            ``additive`` or ``pairwise`` (ridge regressions); stage 2 then takes the subsets it
+            predicts best among every subset of the space, tried or not
+            (``rts.search.results.effects``; uniform weights, the first encoder). The default,
+            ``pairs`` in full with ``hoa`` and stage 2 training the 2 best-predicted sets not
+            yet trained, was chosen on Standley et al.'s published tables (README, "Search
+            quality on real results").
         output_init: ``default`` (the heads' own init) or ``standardise`` (every head starts at
             its training labels' mean and moves in units of their spread,
             :mod:`rts.models.output`; what makes the synthetic toy's depth heads trainable).
@@ -203,11 +213,11 @@ class Stage1Config:
             proposals), ``pairs`` (the main task alone and with each pool task: 1 + P trials,
             Standley et al.'s pairs, for ``model: additive``) or ``triples`` (also with every
             two pool tasks, for ``model: pairwise``), uniform weights and the first encoder, no
-            pruning; the effect model then predicts every subset from them.
+            pruning; the effect model then predicts every subset from them. Default ``pairs``.
     """
 
     encoder: str = "resnet18"
-    epochs: int = 3
+    epochs: int | None = None
     decoder_width: int | None = None
     batch_size: int = 32
     lr: float = 1e-3
@@ -215,10 +225,10 @@ class Stage1Config:
     grace_period: int = 1
     reduction_factor: int = 2
     metric: Stage1Metric = "vuln"
-    model: Literal["none", "additive", "pairwise"] = "none"
+    model: Literal["none", "hoa", "additive", "pairwise"] = "hoa"
     output_init: str = "default"
     resources: StageResources = field(default_factory=StageResources)
-    design: Literal["sampler", "pairs", "triples"] = "sampler"
+    design: Literal["sampler", "pairs", "triples"] = "pairs"
 
 
 @dataclass(frozen=True)
@@ -243,9 +253,15 @@ class Stage2Config:
             seed, the recommendation and its interval use the mean over seeds (paired over the
             same seeds and images). One seed's ranking can be training noise.
         resources: as :attr:`Stage1Config.resources`.
+        reuse: stage-1 trials trained in full with this stage's recipe (a design with
+            ``stage1.epochs`` left at its default, or the same encoder, epochs, width, batch
+            size, lr, output init and attacks) join stage 2 as they are, not retrained, and
+            ``top_k`` counts only candidates not yet trained in full: stage 2 fully trains the
+            best-predicted (or best-ranked) sets not yet trained, and the recommendation is
+            made among everything trained in full. ``false``: retrain them.
     """
 
-    top_k: int = 3
+    top_k: int = 2
     epochs: int = 10
     decoder_width: int | None = None
     batch_size: int = 32
@@ -255,6 +271,39 @@ class Stage2Config:
     output_init: str = "default"
     seeds: int = 1
     resources: StageResources = field(default_factory=StageResources)
+    reuse: bool = True
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """Answer trials from a table of measured results instead of training (``replay:``).
+
+    The whole pipeline (Ray Tune, Optuna, ASHA, both stages, resume, tables, summary,
+    ``rts analyze``/``rts report``) runs on it in seconds, with compute charged per epoch as
+    for real trials: a way to test a search policy on your own measurements (docs/search.md).
+    A trial of ``epochs`` epochs reports, after epoch ``e``, the value measured at the largest
+    fraction of training ``<= e / stage2.epochs`` (:mod:`rts.search.engine.replay`).
+
+    Attributes:
+        tables: fraction of a full training (``stage2.epochs``) → file of the values measured
+            there; ``1.0`` is required. A file is one row per trained network and one column
+            per task holding the network's value of that task (lower is better), empty where
+            the network did not learn the task: a row's filled cells are its task set.
+            ``.txt``/``.tsv``: tab-separated without header (Standley et al.'s files); ``.csv``
+            with a header; ``.parquet``.
+        columns: the task letter of each task column, in file order (``[s, d, n, k, e]``);
+            ``_`` skips a column. Never guessed from the file.
+        skip_rows: data rows skipped at the top of every file (Standley's first line holds
+            half-size single-task networks: 1).
+    """
+
+    tables: dict[float, str] = field(default_factory=dict)
+    columns: tuple[str, ...] = ()
+    skip_rows: int = 0
+
+
+REPLAY_TRIAL_FN = "rts.search.engine.replay:replay_trial"
+"""``search.trial_fn`` of a config with a ``replay:`` section (set by ``resolve``)."""
 
 
 @dataclass(frozen=True)
@@ -424,6 +473,7 @@ class SearchConfig:
 
     Attributes:
         name: run name; results go to ``<storage>/<name>/`` (``runs/<name>/`` by default).
+        replay: answer trials from measured results instead of training (:class:`ReplayConfig`).
     """
 
     name: str = "search"
@@ -435,6 +485,7 @@ class SearchConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    replay: ReplayConfig | None = None
 
     @property
     def trial_seed(self) -> int:
@@ -499,3 +550,31 @@ def space_size(cfg: SearchConfig) -> int:
     pool = len(cfg.pool)
     subsets = sum(math.comb(pool, k) for k in range(cfg.search.min_aux, cfg.max_aux + 1))
     return subsets * len(cfg.search.encoders) * len(cfg.weighting.schemes)
+
+
+DEFAULT_SAMPLER_EPOCHS = 3
+"""``stage1.epochs`` of the ``sampler`` design when left unset: a few surrogate epochs."""
+
+
+def trains_in_full(cfg: SearchConfig) -> bool:
+    """Whether stage-1 trials train with stage 2's recipe (resolved ``cfg``), so that stage 2
+    can reuse them (``stage2.reuse``): the same encoder, epochs, decoder width, batch size, lr
+    and output init, and no pruning. Such trials run stage 2's attacks too
+    (:func:`rts.search.engine.trial.build_spec`)."""
+    s1, s2 = cfg.stage1, cfg.stage2
+    encoders = cfg.search.encoders
+    same_encoder = s1.encoder == SAME_ENCODER or (len(encoders) == 1 and s1.encoder == encoders[0])
+    unpruned = s1.design != "sampler" or s1.scheduler == "fifo"
+    return (
+        s1.epochs == s2.epochs
+        and same_encoder
+        and unpruned
+        and (s1.decoder_width, s1.batch_size, s1.lr, s1.output_init)
+        == (s2.decoder_width, s2.batch_size, s2.lr, s2.output_init)
+    )
+
+
+def reuses_stage1(cfg: SearchConfig) -> bool:
+    """Whether stage 2 takes the stage-1 trials as they are (``stage2.reuse``, one training
+    seed, stage 1 trained with stage 2's recipe: :func:`trains_in_full`)."""
+    return cfg.stage2.reuse and cfg.stage2.seeds == 1 and trains_in_full(cfg)

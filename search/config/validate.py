@@ -11,6 +11,7 @@ import typing
 from pathlib import Path
 
 from rts.search.config.schema import (
+    DEFAULT_SAMPLER_EPOCHS,
     SAME_ENCODER,
     WEIGHT_SCHEMES,
     AttackConfig,
@@ -47,6 +48,52 @@ def validate(cfg: SearchConfig, *, require_data: bool = True) -> None:
     for stage in (1, 2):  # the top level passed: a failure here is the stage's own value
         _check_resources(stage_resources(cfg, stage), f"stage{stage}.resources")
     _check_tracking(cfg.tracking)
+    if cfg.replay is not None:
+        _check_replay(cfg)
+
+
+def _check_replay(cfg: SearchConfig) -> None:
+    """The replay's tables exist and parse, and name the main task and every pool task."""
+    from rts.search.config.replay import read_replay
+
+    r = cfg.replay
+    if not r.tables:
+        _fail("replay.tables", "name at least the full-training table: {1.0: PATH}")
+    for fraction in r.tables:
+        if not 0 < fraction <= 1:
+            _fail("replay.tables", f"fractions of training must be in (0, 1], got {fraction}")
+    if 1.0 not in r.tables:
+        _fail("replay.tables", f"needs the full-training values (key 1.0), got {sorted(r.tables)}")
+    if r.skip_rows < 0:
+        _fail("replay.skip_rows", f"must be >= 0, got {r.skip_rows}")
+    letters = [c for c in r.columns if c != "_"]
+    for i, key in enumerate(r.columns):
+        if key != "_":
+            _check_task(f"replay.columns[{i}]", key)
+    if len(set(letters)) != len(letters) or not letters:
+        _fail(
+            "replay.columns",
+            f"one distinct task letter per task column ('_' skips one), got {list(r.columns)}",
+        )
+    if cfg.weighting.schemes != ("uniform",):
+        _fail(
+            "weighting.schemes",
+            "a replay holds one value per task set: use [uniform], got "
+            f"{list(cfg.weighting.schemes)}",
+        )
+    for main, study in zip(
+        (cfg.search.main,) if isinstance(cfg.search.main, str) else cfg.search.main,
+        study_configs(cfg) if not isinstance(cfg.search.main, str) else (cfg,),
+        strict=True,
+    ):
+        missing = [k for k in main + study.pool if k not in letters]
+        if missing:
+            _fail(
+                "replay.columns",
+                f"has no column for task(s) {''.join(missing)!r} of the search (main {main!r}, "
+                f"pool {study.pool!r}); columns are {list(r.columns)}",
+            )
+    read_replay(r)  # raises ConfigError naming a file that does not parse
 
 
 def _check_study(cfg: SearchConfig) -> None:
@@ -192,7 +239,7 @@ def _check_weighting(cfg: SearchConfig) -> None:
         _fail("weighting.weight_range", f"needs 0 < low < high, got [{low}, {high}]")
 
 
-DESIGN_MODELS = {"pairs": ("additive",), "triples": ("additive", "pairwise")}
+DESIGN_MODELS = {"pairs": ("hoa", "additive"), "triples": ("hoa", "additive", "pairwise")}
 """The effect models a stage-1 design identifies (pairwise interactions need two auxiliaries
 together, so ``pairs`` fits main effects only)."""
 
@@ -226,7 +273,7 @@ def _check_stages(cfg: SearchConfig) -> None:
             f"several encoders are searched, so stage 1 must train each trial's own encoder "
             f"(a fixed surrogate cannot rank encoders); set stage1.encoder: {SAME_ENCODER}",
         )
-    if s1.epochs < 0:
+    if s1.epochs is not None and s1.epochs < 0:
         _fail("stage1.epochs", f"must be >= 0 (0 = evaluate at initialisation), got {s1.epochs}")
     if s1.epochs == 0 and s1.scheduler == "asha":
         _fail(
@@ -250,8 +297,9 @@ def _check_stages(cfg: SearchConfig) -> None:
                 f"{name}.output_init",
                 f"unknown output_init {st.output_init!r}; choose from {', '.join(inits)}",
             )
-    if s1.scheduler == "asha" and not 1 <= s1.grace_period <= s1.epochs:
-        _fail("stage1.grace_period", f"must be in [1, epochs={s1.epochs}], got {s1.grace_period}")
+    epochs = s1.epochs if s1.epochs is not None else DEFAULT_SAMPLER_EPOCHS
+    if s1.design == "sampler" and s1.scheduler == "asha" and not 1 <= s1.grace_period <= epochs:
+        _fail("stage1.grace_period", f"must be in [1, epochs={epochs}], got {s1.grace_period}")
     if s1.reduction_factor < 2:
         _fail("stage1.reduction_factor", f"must be >= 2, got {s1.reduction_factor}")
     if s2.top_k < 0:

@@ -11,7 +11,13 @@ import math
 from dataclasses import dataclass
 
 from rts.search.config.convert import resolve
-from rts.search.config.schema import SAME_ENCODER, SearchConfig, stage_resources
+from rts.search.config.schema import (
+    SAME_ENCODER,
+    SearchConfig,
+    reuses_stage1,
+    stage_resources,
+    trains_in_full,
+)
 from rts.search.config.studies import study_configs
 from rts.search.engine.halving import expected_epochs, rung_epochs
 from rts.search.engine.space import Space
@@ -136,6 +142,23 @@ def mode_text(mode: str, batch: int | None = None) -> str:
     )
 
 
+def stage2_trainings(cfg: SearchConfig, space: Space, n1: int) -> int:
+    """Stage 2's full trainings at most: the top k, their twins and the baseline(s).
+
+    When stage 2 reuses stage 1's trials (:func:`~rts.search.config.schema.reuses_stage1`),
+    ``top_k`` counts sets not yet trained and a design's single-task trial is the baseline:
+    the reused trials are charged once, in stage 1.
+    """
+    s2 = cfg.stage2
+    top = min(s2.top_k, space.size)
+    twins = s2.top_k if s2.uniform_twins and set(space.schemes) - {"uniform"} else 0
+    baselines = len(space.encoders) if s2.baseline else 0
+    if reuses_stage1(cfg) and cfg.stage1.design != "sampler":
+        top = min(s2.top_k, max(space.size - n1, 0))
+        baselines = 0  # the design's first trial: the main task alone, trained in full
+    return top + twins + baselines
+
+
 def plan_search(cfg: SearchConfig) -> Plan:
     """The search-space size, trial counts and compute estimate of ``cfg``."""
     cfg = resolve(cfg)
@@ -143,9 +166,7 @@ def plan_search(cfg: SearchConfig) -> Plan:
     n1 = stage1_trial_count(cfg)
     s1 = cfg.stage1
     per_trial = stage1_epochs_per_trial(cfg)
-    twins = cfg.stage2.top_k if cfg.stage2.uniform_twins and set(space.schemes) - {"uniform"} else 0
-    n2 = min(cfg.stage2.top_k, space.size) + twins
-    n2 += len(space.encoders) if cfg.stage2.baseline else 0
+    n2 = stage2_trainings(cfg, space, n1)
     configs, units = exhaustive_cost(space, cfg.stage2.epochs)
     s1_cost = mean_cost(encoder_costs(cfg, 1))
     s2_cost = mean_cost(encoder_costs(cfg, 2))
@@ -192,6 +213,7 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         )
         sched = "no pruning"
     attacked = "the main task" if a.target == "main" else "all tasks"
+    reuse = reuses_stage1(cfg) and s1.design != "sampler"
     ratio = plan.units_expected / plan.exhaustive_units if plan.exhaustive_units else math.nan
     lines = [
         f"search {cfg.name!r}: main task {space.main!r}",
@@ -203,16 +225,28 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         + (" and its clean error: Pareto front)" if cfg.search.objective == "pareto" else ")"),
         f"mode: {mode_text(mode_name(cfg.search.deterministic), cfg.search.batch)}",
         f"stage 1 (surrogate): {plan.stage1_trials} trials, {proposer}, {s1_enc}, "
-        f"{s1.epochs} epochs at most, {a.cheap}-{a.cheap_steps} on {attacked} after every "
-        f"epoch, {sched}: <= {plan.stage1_epochs_max} trial-epochs, about "
+        f"{s1.epochs} epochs at most, "
+        + (
+            "trained in full with stage 2's recipe and attacks"
+            if trains_in_full(cfg)
+            else f"{a.cheap}-{a.cheap_steps} on {attacked} after every epoch"
+        )
+        + f", {sched}: <= {plan.stage1_epochs_max} trial-epochs, about "
         f"{plan.stage1_epochs_expected:.0f} expected",
         f"stage 2 (target): top {s2.top_k}"
-        + (" + single-task baseline" if s2.baseline else "")
+        + (" not yet trained" if reuse else "")
+        + (" + single-task baseline" if s2.baseline and not reuse else "")
         + (" + uniform-weight twins" if s2.uniform_twins else "")
         + f": <= {plan.stage2_trials_max} trials, {s2.epochs} epochs, "
         f"{', '.join(a.ensemble)} ({a.steps} steps, eps {eps} {a.norm}, {a.aggregate} case)"
         + (" on every held-out image" if a.images is None else f" on {a.images} held-out images")
-        + f", ranked by the {a.statistic} statistic",
+        + f", ranked by the {a.statistic} statistic"
+        + (
+            f"; the {plan.stage1_trials} stage-1 trials (trained in full with this recipe, "
+            "baseline included) join as they are"
+            if reuse
+            else ""
+        ),
         f"estimated trials: {plan.estimated_trials} (about {plan.units_expected:.0f} "
         f"ResNet18-epoch units, {ratio:.0%} of an exhaustive search of "
         f"{plan.exhaustive_configs} configurations = {plan.exhaustive_units:.0f} units)",

@@ -14,6 +14,7 @@ it pickles by reference with the experiment.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -53,10 +54,14 @@ def candidate_label(entry: Mapping[str, Any]) -> str:
 
 
 def metric_text(result: Mapping[str, Any], metric: str) -> str:
-    """``vuln 0.812``: ``metric`` when reported, else the clean error; ``-`` for neither."""
+    """``vuln 0.812``: ``metric`` when reported, else the clean error; ``-`` for neither.
+
+    A NaN counts as not reported: a trial trained in full with stage 2's recipe reports its
+    attack only after its last epoch, and NaN before it (``stage2.reuse``).
+    """
     for key in (metric, "clean_error"):
         value = result.get(key)
-        if isinstance(value, int | float):
+        if isinstance(value, int | float) and math.isfinite(value):
             return f"{key} {value:.4g}"
     return "-"
 

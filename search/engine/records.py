@@ -318,6 +318,17 @@ def recorded_results(rungs: Iterable[RungResult], experiment: str) -> list[Recor
                 metrics=metrics,
                 metrics_dataframe=pd.DataFrame(rows),
                 error=TrialFailure(last.failure) if last.failure else None,
+                checkpoint=_checkpoint(last.checkpoint),
             )
         )
     return out
+
+
+def _checkpoint(path: str) -> Any:
+    """Ray's ``Checkpoint`` at ``path`` (``None`` for ``""``): what a reused stage-1 trial's
+    model is copied from (``stage2.reuse``)."""
+    if not path:
+        return None
+    from ray.tune import Checkpoint  # Ray out of light imports
+
+    return Checkpoint(path)

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rts.search.config.schema import ConfigError, SearchConfig, stage_resources
+from rts.search.config.schema import (
+    ConfigError,
+    SearchConfig,
+    reuses_stage1,
+    stage_resources,
+    trains_in_full,
+)
 from rts.search.engine.experiment import (
     check_complete,
     fresh_start,
@@ -67,6 +73,11 @@ def _design_stage1(
     stage's epochs, no sampler and no pruning (deterministic whatever the mode)."""
     design = Space.from_config(cfg).design(cfg.stage1.design)
     entries = [{**c.to_config(), "role": "design"} for c in design]
+    how = f"{cfg.stage1.epochs} epochs each, no pruning"
+    if trains_in_full(cfg):
+        how = f"{cfg.stage1.epochs} epochs each, trained in full with stage 2's recipe" + (
+            "; stage 2 reuses them" if reuses_stage1(cfg) else ""
+        )
     return run_fixed(
         cfg,
         paths,
@@ -78,8 +89,8 @@ def _design_stage1(
         echo,
         title="stage 1",
         announce=(
-            f"stage 1: {cfg.stage1.design} design, {len(entries)} trials ({cfg.stage1.epochs} "
-            f"epochs each, no pruning; stage 2 takes the {cfg.stage1.model} model's predictions)"
+            f"stage 1: {cfg.stage1.design} design, {len(entries)} trials ({how}; stage 2 "
+            f"takes the {cfg.stage1.model} model's predictions)"
         ),
         callbacks=callbacks,
     )

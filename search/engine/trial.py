@@ -28,8 +28,10 @@ from rts.search.config.schema import (
     AttackConfig,
     ConfigError,
     DataConfig,
+    ReplayConfig,
     SearchConfig,
     stage_resources,
+    trains_in_full,
 )
 from rts.search.engine.space import Candidate
 from rts.tasks.registry import canonical_tasks
@@ -67,6 +69,9 @@ class TrialSpec:
         data_tasks: tasks whose labels are loaded (main + the whole pool), so that every trial
             of a worker process shares one copy of the data; ``""`` = :attr:`tasks`.
         output_init: the decoders' output map (:func:`rts.models.apply_output_init`).
+        replay: the tables a replayed trial is answered from (``replay:``), else ``None``.
+        full_epochs: epochs of a full training (``stage2.epochs``): a replayed trial's epoch
+            ``e`` is the fraction ``e / full_epochs`` of training.
     """
 
     stage: int
@@ -85,6 +90,8 @@ class TrialSpec:
     threads: int = 1
     data_tasks: str = ""
     output_init: str = "default"
+    replay: ReplayConfig | None = None
+    full_epochs: int = 0
 
     @property
     def tasks(self) -> str:
@@ -130,7 +137,14 @@ TrialFn = Callable[[TrialSpec, TrialSession], None]
 
 
 def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec:
-    """The spec of ``candidate`` in ``stage`` under ``cfg``."""
+    """The spec of ``candidate`` in ``stage`` under ``cfg``.
+
+    A stage-1 trial that trains with stage 2's recipe (:func:`trains_in_full`) gets stage 2's
+    spec, attacks included, so that stage 2 can reuse it as it is (``stage2.reuse``).
+    """
+    threads = max(1, int(stage_resources(cfg, stage).cpus_per_trial))
+    if stage == 1 and trains_in_full(cfg):
+        stage = 2
     if stage == 1:
         st = cfg.stage1
         encoder = candidate.encoder if st.encoder == "same" else st.encoder
@@ -155,9 +169,11 @@ def build_spec(cfg: SearchConfig, candidate: Candidate, stage: int) -> TrialSpec
         attack_steps=steps,
         seed=cfg.trial_seed,
         device=cfg.resources.device,
-        threads=max(1, int(stage_resources(cfg, stage).cpus_per_trial)),
+        threads=threads,
         data_tasks=canonical_tasks(candidate.main + cfg.pool),
         output_init=st.output_init,
+        replay=cfg.replay,
+        full_epochs=cfg.stage2.epochs,
     )
 
 

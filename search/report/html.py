@@ -83,7 +83,9 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
     items: list[FigureItem] = []
 
     def add(fid: str, title: str, caption: str, fig: Any, tables: tuple = ()) -> None:
-        items.append(FigureItem(fid, title, caption, plots.figure_png(fig), tables))
+        """A figure, or with ``fig=None`` (no data) the caption alone: one line, no frame."""
+        png = plots.figure_png(fig) if fig is not None else b""
+        items.append(FigureItem(fid, title, caption, png, tables))
 
     cells = pair_cells(run)
     panels = heatmap_panels(cells)
@@ -114,8 +116,8 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
             "Relative task vulnerability (main × auxiliary task)",
             "Table 1/2 of the paper needs completed stage-2 models with the main task and one "
             "auxiliary task (an exhaustive search with stage2.top_k covering the pairs, or "
-            "search.max_aux: 1).",
-            plots.heatmap_figure([]),
+            "search.max_aux: 1). None in this run.",
+            None,
         )
 
     chains = []
@@ -143,12 +145,13 @@ def report_figures(run: RunData, table: pd.DataFrame) -> list[FigureItem]:
         "the main task's relative vulnerability (the difference between two models); red bars "
         "made it worse, hatched bars belong to the later chains of the legend. This is not the "
         "paper's marginal vulnerability (Definition 3, next figure), which attacks one model.",
-        plots.chain_figure(chains),
+        plots.chain_figure(chains) if chains else None,
     )
     add_definition3(run, add, plots)
     differences = differences_item(run, table)
     if differences is not None:
         items.append(differences)
+    add_replay_correlation(run, add)
     points = budget_points(run)
     if len(points.drop_duplicates(["norm", "eps"])) > 1:  # RQ1's budgets: only once swept
         items.append(budget_item(points, plots))
@@ -277,7 +280,24 @@ def add_definition3(run: RunData, add: Any, plots: Any) -> None:
         "definition3",
         "Marginal adversarial vulnerability (Definition 3)",
         caption + hint,
-        plots.definition3_figure([]),
+        None,
+    )
+
+
+def add_replay_correlation(run: RunData, add: Any) -> None:
+    """A replayed run (``replay:``): how its early tables rank every task set against the full
+    one (:func:`rts.search.analysis.replay.replay_correlations`), as a table, no figure."""
+    from rts.search.analysis.replay import correlation_line, replay_correlations
+
+    table = replay_correlations(run.config)
+    if table is None:
+        return
+    add(
+        "replay-correlation",
+        "Early vs full training on the replayed tables",
+        " ".join(correlation_line(r) for r in table.reset_index().to_dict("records")),
+        None,
+        (("every task set with both values, per main task and early fraction", table),),
     )
 
 
@@ -636,11 +656,15 @@ def render_html(
     parts.append('<h2 id="figures">Figures</h2>')
     for fig in figures:
         data = base64.b64encode(fig.png).decode("ascii")
-        parts.append(
-            f'<figure id="figure-{html.escape(fig.id)}"><h3>{html.escape(fig.title)}</h3>'
+        img = (  # no data: the caption is the one line, no empty frame
             f'<img id="{html.escape(fig.id)}" alt="{html.escape(fig.title)}" '
             f'src="data:image/png;base64,{data}">'
-            f"<figcaption>{html.escape(fig.caption)}</figcaption>"
+            if fig.png
+            else ""
+        )
+        parts.append(
+            f'<figure id="figure-{html.escape(fig.id)}"><h3>{html.escape(fig.title)}</h3>'
+            f"{img}<figcaption>{html.escape(fig.caption)}</figcaption>"
         )
         if fig.tables:
             parts.append(f"<details><summary>{html.escape(fig.numbers)}</summary>")
@@ -702,7 +726,8 @@ def render_markdown(run: RunData, table: pd.DataFrame, figures: Sequence[FigureI
         out += [f"- {r.surrogate}: {r.note}" for r in table.itertuples() if r.note] + [""]
     out += ["## Figures", ""]
     for f in figures:
-        out += [f"### {f.title}", "", f"![{f.title}](figures/{f.id}.png)", "", f.caption, ""]
+        image = [f"![{f.title}](figures/{f.id}.png)", ""] if f.png else []
+        out += [f"### {f.title}", "", *image, f.caption, ""]
         for caption, t in f.tables:
             out += [f"{caption}:", "", text_table(t.map(fmt).reset_index()), ""]
     out += ["", "## All combinations", ""]
@@ -730,7 +755,8 @@ def write_report(
         table = analyze(run, k=k, n_resamples=n_resamples, seed=seed)
     figures = report_figures(run, table)
     for fig in figures:
-        atomic_write_bytes(out / "figures" / f"{fig.id}.png", fig.png)
+        if fig.png:
+            atomic_write_bytes(out / "figures" / f"{fig.id}.png", fig.png)
     html_path = atomic_write_text(out / "report.html", render_html(run, table, figures))
     md_path = atomic_write_text(out / "summary.md", render_markdown(run, table, figures))
     log.info("report written to %s", html_path)

@@ -23,6 +23,7 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 from rts.search.analysis.budgets import headline_attack, norm_order
+from rts.search.analysis.correlate import MIN_POINTS
 from rts.search.analysis.paper import trim_panels
 from rts.search.analysis.rundata import FINISHED
 from rts.search.report.text import fmt
@@ -368,13 +369,17 @@ def scatter_figure(values: pd.DataFrame, target: pd.Series, table: pd.DataFrame)
     for ax, name in zip(axes, names, strict=False):
         df = pd.DataFrame({"x": values[name], "y": target.reindex(values.index)}).dropna()
         ax.scatter(df["x"], df["y"], color="#2c3e50", s=22, zorder=2)
-        if len(df) >= 2 and np.ptp(df["x"].to_numpy()) > 0:
+        r = stats.loc[name, "pearson_r"]
+        enough = len(df) >= MIN_POINTS and np.ptp(df["x"].to_numpy()) > 0 and not pd.isna(r)
+        if enough:  # a line and an r only with enough points to mean something
             slope, intercept = np.polyfit(df["x"], df["y"], 1)
             xs = np.linspace(df["x"].min(), df["x"].max(), 20)
             ax.plot(xs, slope * xs + intercept, color="#e74c3c", zorder=1)
-        r = stats.loc[name, "pearson_r"]
-        p = stats.loc[name, "pearson_p"]
-        ax.set_title(f"{name}: r = {fmt(r, 2)} (p = {fmt(p, 3)}, n = {len(df)})", fontsize=9)
+            lo, hi = stats.loc[name, "pearson_lo"], stats.loc[name, "pearson_hi"]
+            title = f"{name}: r = {fmt(r, 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}], n = {len(df)}"
+        else:
+            title = f"{name}: n = {len(df)}, no correlation below {MIN_POINTS} points"
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel(name, fontsize=8)
         ax.set_ylabel("target", fontsize=8)
         ax.tick_params(labelsize=7)

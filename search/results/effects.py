@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-Kind = Literal["additive", "pairwise"]
+Kind = Literal["hoa", "additive", "pairwise"]
 ALPHAS = tuple(10.0**k for k in range(-4, 4))
 """Ridge penalties tried (leave-one-out chooses)."""
 
@@ -69,7 +69,10 @@ class EffectModel:
     n: int = 0
 
     def predict(self, subsets: Sequence[str]) -> np.ndarray:
-        """Predicted metric of each auxiliary subset."""
+        """Predicted metric of each auxiliary subset (``hoa``: the mean of its pairs' values,
+        the main task alone for ``""``; NaN when none of its pairs was measured)."""
+        if self.kind == "hoa":
+            return np.array([_hoa_value(self, aux) for aux in subsets], dtype=float)
         x, names = features(subsets, self.pool, self.kind)
         return self.intercept + x @ np.array([self.coef[n] for n in names])
 
@@ -88,6 +91,42 @@ class EffectModel:
         return frame.reindex(frame["effect"].abs().sort_values(ascending=False).index)
 
 
+def _hoa_value(model: EffectModel, aux: str) -> float:
+    if not aux:
+        return model.intercept
+    pairs = [model.coef[t] for t in aux if t in model.coef]
+    return float(np.mean(pairs)) if pairs else math.nan
+
+
+def fit_hoa(subsets: Sequence[str], values: Sequence[float], pool: str) -> EffectModel:
+    """Standley et al.'s higher-order approximation (ICML 2020): the value of a set of
+    auxiliary tasks is the mean of the values of the main task trained with each one alone.
+
+    Fitted on the trials with at most one auxiliary task (the mean over repeats); a pair not
+    measured is left out of every mean (``coef`` lacks it), a set without any measured pair
+    predicts NaN. ``coef`` holds each task's pair value, ``intercept`` the main task alone.
+
+    Raises:
+        ValueError: no finite value of a pair.
+    """
+    aux = pd.Series(list(subsets), dtype=object)  # strings even when there are none
+    frame = pd.DataFrame({"aux": aux, "value": np.asarray(values, dtype=float)})
+    frame = frame[np.isfinite(frame["value"]) & (frame["aux"].str.len() <= 1)]
+    means = frame.groupby("aux")["value"].mean()
+    coef = {t: float(means[t]) for t in pool if t in means.index}
+    if not coef:
+        raise ValueError("the hoa model needs the main task trained with at least one pool task")
+    single = float(means[""]) if "" in means.index else math.nan
+    return EffectModel(
+        kind="hoa",
+        pool=pool,
+        intercept=single,
+        coef=coef,
+        spread=float(np.std(frame["value"])) if len(frame) else math.nan,
+        n=len(frame),
+    )
+
+
 def fit_effects(
     subsets: Sequence[str],
     values: Sequence[float],
@@ -102,6 +141,8 @@ def fit_effects(
     Raises:
         ValueError: fewer than 3 trials with a finite value.
     """
+    if kind == "hoa":
+        return fit_hoa(subsets, values, pool)
     from sklearn.linear_model import Ridge, RidgeCV
     from sklearn.model_selection import KFold, cross_val_predict
 
@@ -148,6 +189,9 @@ def all_subsets(pool: str, min_aux: int, max_aux: int) -> list[str]:
 
 
 def rank_subsets(model: EffectModel, subsets: Sequence[str]) -> pd.DataFrame:
-    """``subsets`` with their predicted metric, lowest (most robust) first; ties by subset."""
+    """``subsets`` with their predicted metric, lowest (most robust) first; ties by subset;
+    subsets without a prediction (NaN) last."""
     frame = pd.DataFrame({"aux": list(subsets), "predicted": model.predict(list(subsets))})
-    return frame.sort_values(["predicted", "aux"], kind="stable").reset_index(drop=True)
+    return frame.sort_values(["predicted", "aux"], kind="stable", na_position="last").reset_index(
+        drop=True
+    )

@@ -22,10 +22,16 @@ from typing import Any
 import pandas as pd
 
 from rts.search.config.convert import diff_configs, dump_config, load_config, resolve
-from rts.search.config.schema import SAME_ENCODER, ConfigError, SearchConfig, is_multi
+from rts.search.config.schema import (
+    SAME_ENCODER,
+    ConfigError,
+    SearchConfig,
+    is_multi,
+    reuses_stage1,
+)
 from rts.search.config.validate import validate
 from rts.search.engine.experiment import drop_resume_checkpoints
-from rts.search.engine.paths import RunPaths, read_retries, run_dir
+from rts.search.engine.paths import RunPaths, read_retries, run_dir, stage_trial_id
 from rts.search.engine.plan import mode_name
 from rts.search.engine.session import Echo, check_dashboard, check_ray_args, ray_session
 from rts.search.engine.space import Space
@@ -113,9 +119,12 @@ def run_search(
                 metric=cfg.stage1.metric,
                 baseline=cfg.stage2.baseline,
                 model=cfg.stage1.model,
+                reuse=reuses_stage1(cfg),
             )
-            configs = with_seeds([e.to_config() for e in entries], cfg.stage2.seeds, cfg.trial_seed)
-            s2 = _stage2_tables(cfg, paths, trial_fn, configs, say, callbacks)
+            train = [e.to_config() for e in entries if not e.reuse_of]
+            configs = with_seeds(train, cfg.stage2.seeds, cfg.trial_seed)
+            reused = reused_tables(s1, [e for e in entries if e.reuse_of], start=len(configs) + 1)
+            s2 = _stage2_tables(cfg, paths, trial_fn, configs, say, callbacks, reused)
             sync_up(paths)
         outcome = _write_results(cfg, paths, space, s1, s2)
     return outcome
@@ -201,6 +210,8 @@ def _write_results(
         comparison=comparison,
         retries=read_retries(paths.retries),
     )
+    if cfg.replay is not None:  # a replayed value has no attack and no skill behind it
+        summary = dataclasses.replace(summary, replayed=True, skill_flags=())
     write_parquet(trials, paths.trials)
     write_parquet(history, paths.history)
     budget = (cfg.attack.norm, cfg.attack.eps, cfg.attack.steps)
@@ -268,6 +279,10 @@ def _stage1_tables(
     tables = collect_stage(
         results, 1, epochs=cfg.stage1.epochs, trained_encoder=encoder, seed=cfg.trial_seed
     )
+    if reuses_stage1(cfg):  # stage 2 takes these models as they are: keep them as its own
+        tables = dataclasses.replace(
+            tables, trials=_save_checkpoints(results, tables.trials, paths)
+        )
     _write_stage(paths, 1, tables)
     return tables
 
@@ -279,18 +294,69 @@ def _stage2_tables(
     entries: list[dict[str, Any]],
     echo: Echo,
     callbacks: Sequence[Any],
+    reused: StageTables | None = None,
 ) -> StageTables:
-    """Stage 2's tables: read back when it finished before, else run (or resume) it."""
+    """Stage 2's tables: read back when it finished before, else run (or resume) it; the
+    ``reused`` stage-1 trials (:func:`reused_tables`) join the trained ones."""
     done = _finished(paths, 2, echo)
     if done is not None:
         return done
-    results = run_stage2(cfg, paths, trial_fn, entries, echo, callbacks)
-    tables = collect_stage(
-        results, 2, epochs=cfg.stage2.epochs, trained_encoder=None, seed=cfg.trial_seed
-    )
-    tables = dataclasses.replace(tables, trials=_save_checkpoints(results, tables.trials, paths))
+    if entries:
+        results = run_stage2(cfg, paths, trial_fn, entries, echo, callbacks)
+        tables = collect_stage(
+            results, 2, epochs=cfg.stage2.epochs, trained_encoder=None, seed=cfg.trial_seed
+        )
+        trials = _save_checkpoints(results, tables.trials, paths)
+        tables = dataclasses.replace(tables, trials=trials)
+    else:
+        echo("stage 2: every candidate was trained in full in stage 1; nothing to train")
+        tables = StageTables(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    if reused is not None and len(reused.trials):
+        tables = concat_tables(tables, reused)
     _write_stage(paths, 2, tables)
     return tables
+
+
+def reused_tables(s1: StageTables, entries: Sequence[Any], *, start: int) -> StageTables:
+    """Stage-2 rows of the stage-1 trials stage 2 reuses (``Stage2Entry.reuse_of``): copies
+    of their rows under stage-2 ids ``s2-<start>``, ``s2-<start+1>``, … with the entry's role,
+    ``reused_from`` naming the stage-1 trial, and no compute (it was charged in stage 1)."""
+    ids = {e.reuse_of: (stage_trial_id(2, start + i), e.role) for i, e in enumerate(entries)}
+    trials = s1.trials[s1.trials["trial_id"].isin(ids)].copy() if len(s1.trials) else s1.trials
+    if not len(trials):
+        return StageTables(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    trials["reused_from"] = trials["trial_id"]
+    trials["surrogate_trial_id"] = trials["trial_id"]
+    trials["role"] = [ids[t][1] for t in trials["trial_id"]]
+    trials["stage"] = 2
+    trials["cost_units"] = 0.0
+
+    def renamed(df: pd.DataFrame) -> pd.DataFrame:
+        if not len(df) or "trial_id" not in df.columns:
+            return df
+        out = df[df["trial_id"].isin(ids)].copy()
+        if "stage" in out.columns:
+            out["stage"] = 2
+        out["trial_id"] = [ids[t][0] for t in out["trial_id"]]
+        return out
+
+    history, attacks, images = (renamed(t) for t in (s1.history, s1.attacks, s1.images))
+    trials["trial_id"] = [ids[t][0] for t in trials["trial_id"]]
+    return StageTables(trials, history, attacks, images)
+
+
+def concat_tables(a: StageTables, b: StageTables) -> StageTables:
+    """Both stages' tables, row-wise (empty ones left out)."""
+
+    def cat(x: pd.DataFrame, y: pd.DataFrame) -> pd.DataFrame:
+        parts = [t for t in (x, y) if len(t)]
+        if not parts:
+            return x if len(x.columns) else y
+        return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+    return StageTables(
+        *(cat(getattr(a, n), getattr(b, n)) for n in ("trials", "history", "attacks", "images"))
+    )
 
 
 def _finished(paths: RunPaths, stage: int, echo: Echo) -> StageTables | None:
@@ -316,7 +382,8 @@ def _write_stage(paths: RunPaths, stage: int, tables: StageTables) -> None:
 
 
 def _save_checkpoints(results: Any, trials: pd.DataFrame, paths: RunPaths) -> pd.DataFrame:
-    """Copy every completed stage-2 trial's last checkpoint to ``checkpoints/<trial_id>``."""
+    """Copy every completed trial's last checkpoint to ``checkpoints/<trial_id>`` (stage 2's,
+    and stage 1's when stage 2 reuses them)."""
     out = trials.copy()
     by_ray_id = {Path(str(r.path)).name.split("_")[-1]: r for r in results}
     for i, row in out.iterrows():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from rts.search.engine.space import Candidate, Space, decode
 from rts.search.engine.trainable import SEED_KEY
 from rts.search.results.effects import EffectModel, fit_effects, rank_subsets
 from rts.search.results.pareto import pareto_ranks
+
+log = logging.getLogger(__name__)
 
 
 def rank_stage1(
@@ -49,6 +52,9 @@ class Stage2Entry:
     candidate: Candidate
     role: str
     surrogate_trial_id: str = ""
+    reuse_of: str = ""
+    """The stage-1 trial that already trained this candidate with stage 2's recipe: stage 2
+    takes its results as they are instead of training it (``stage2.reuse``)."""
 
     def to_config(self) -> dict[str, Any]:
         """The trial config (what :func:`collect_stage` reads back)."""
@@ -77,6 +83,7 @@ def select_stage2(
     metric: str = "vuln",
     baseline: bool = True,
     model: str = "none",
+    reuse: bool = False,
 ) -> list[Stage2Entry]:
     """The stage-2 trial set: the ``top_k`` distinct best stage-1 candidates by ``metric`` (not
     counting the single-task model), their uniform-weight twins (optional), and the single-task
@@ -85,12 +92,20 @@ def select_stage2(
     With ``model`` (``additive`` or ``pairwise``), the top ``k`` are the subsets the task-effect
     model fitted on the completed stage-1 trials predicts best, among *every* subset of the
     space (tried or not; uniform weights, the first encoder): :func:`predicted_top`.
+
+    With ``reuse`` (stage-1 trials trained with stage 2's recipe, ``stage2.reuse``), every
+    completed stage-1 trial joins stage 2 as it is (``reuse_of``; the single-task one as the
+    baseline), and the ``top_k`` are the best candidates *not yet trained*: stage 2 fully trains
+    the best-predicted untrained sets, and the recommendation is made among everything trained
+    in full.
     """
     ranked = rank_stage1(trials, pareto=pareto, metric=metric)
     chosen: list[Stage2Entry] = []
     seen: set[tuple] = set()
+    reused = _reused(ranked) if reuse else []
+    seen.update(e.candidate.key for e in reused)
     if model != "none":
-        for cand in predicted_top(ranked, space, metric=metric, kind=model, k=top_k):
+        for cand in predicted_top(ranked, space, metric=metric, kind=model, k=top_k, exclude=seen):
             seen.add(cand.key)
             chosen.append(Stage2Entry(cand, "predicted", _find_trial(ranked, cand)))
     for _, row in ranked.iterrows() if model == "none" else ():
@@ -112,8 +127,25 @@ def select_stage2(
     encoders = sorted({e.candidate.encoder for e in chosen}) or [space.encoders[0]]
     for enc in encoders if baseline else ():
         base = space.baseline(enc)
-        extra.append(Stage2Entry(base, "baseline", _find_trial(ranked, base)))
-    return chosen + extra
+        if base.key not in seen:
+            extra.append(Stage2Entry(base, "baseline", _find_trial(ranked, base)))
+    return chosen + extra + reused
+
+
+def _reused(ranked: pd.DataFrame) -> list[Stage2Entry]:
+    """Stage 2's entries for the completed stage-1 trials (trained with its recipe): one per
+    distinct candidate, its best trial; the single-task model as ``baseline``."""
+    out: list[Stage2Entry] = []
+    seen: set[tuple] = set()
+    for _, row in ranked[ranked["status"] == "completed"].iterrows():
+        cand = _row_candidate(row)
+        if cand.key in seen:
+            continue
+        seen.add(cand.key)
+        role = "baseline" if cand.aux == "" else "reused"
+        sid = str(row["trial_id"])
+        out.append(Stage2Entry(cand, role, sid, reuse_of=sid))
+    return out
 
 
 def effect_model(ranked: pd.DataFrame, space: Space, *, metric: str, kind: str) -> EffectModel:
@@ -123,12 +155,24 @@ def effect_model(ranked: pd.DataFrame, space: Space, *, metric: str, kind: str) 
 
 
 def predicted_top(
-    ranked: pd.DataFrame, space: Space, *, metric: str, kind: str, k: int
+    ranked: pd.DataFrame,
+    space: Space,
+    *,
+    metric: str,
+    kind: str,
+    k: int,
+    exclude: set[tuple] | frozenset = frozenset(),
 ) -> list[Candidate]:
-    """The ``k`` subsets (not the main task alone) the effect model predicts most robust."""
-    fitted = effect_model(ranked, space, metric=metric, kind=kind)
+    """The ``k`` subsets (not the main task alone) the effect model predicts most robust,
+    leaving out the candidates in ``exclude`` (keys: those already trained in full)."""
+    try:
+        fitted = effect_model(ranked, space, metric=metric, kind=kind)
+    except ValueError as exc:  # nothing to fit on: every stage-1 trial failed
+        log.warning("stage 2: no %s model to predict with (%s)", kind, exc)
+        return []
     order = rank_subsets(fitted, [a for a in space.subsets() if a])
-    return [space.candidate(a, "uniform", space.encoders[0]) for a in order["aux"][:k]]
+    cands = [space.candidate(a, "uniform", space.encoders[0]) for a in order["aux"]]
+    return [c for c in cands if c.key not in exclude][:k]
 
 
 def _row_candidate(row: Mapping[str, Any]) -> Candidate:

@@ -133,6 +133,8 @@ class Summary:
     verdict_seeds: int = 0
     verdict_images: int = 0
     compared: int = 0
+    replayed: bool = False
+    """The values come from a replay table (``replay:``): no attack, no skill was measured."""
 
     def to_json(self) -> str:
         """The summary as JSON (NaN written as null)."""
@@ -411,7 +413,9 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
                 f"most robust candidate (encoder {s.recommended_encoder}, trial "
                 f"{s.recommended_trial})"
             )
-        attack = f"{s.aggregate} case of {', '.join(s.attacks)}"
+        attack = (
+            "replayed metric" if s.replayed else f"{s.aggregate} case of {', '.join(s.attacks)}"
+        )
         lines += [
             "",
             f"| model | {s.main} relative vulnerability ({attack}) | {s.main} clean error "

@@ -159,15 +159,19 @@ def fake_run(**kw):
 # Correlations
 
 
-def test_pearson_by_hand_on_four_points():
-    # x = 1..4, y = 2,4,5,9: dx = ±1.5, ±.5; dy = -3,-1,0,4; Σdxdy = 11, Σdx² = 5, Σdy² = 26.
-    out = correlate([1, 2, 3, 4], [2, 4, 5, 9], n_resamples=99)
-    assert out["n"] == 4
-    assert out["pearson_r"] == pytest.approx(11 / math.sqrt(130), abs=1e-12)
+def test_pearson_by_hand_on_five_points():
+    # x = 1..5, y = 2,4,5,9,10: dx = -2..2; dy = -4,-2,-1,3,4; Σdxdy = 21, Σdx² = 10, Σdy² = 46.
+    out = correlate([1, 2, 3, 4, 5], [2, 4, 5, 9, 10], n_resamples=99)
+    assert out["n"] == 5
+    assert out["pearson_r"] == pytest.approx(21 / math.sqrt(460), abs=1e-12)
     assert out["spearman_rho"] == pytest.approx(1.0)  # same order
-    assert out["kendall_tau"] == pytest.approx(1.0)  # all 6 pairs concordant
-    assert math.isnan(out["pearson_lo"])  # no bootstrap interval on 4 points
-    assert out["note"] == "no bootstrap interval below 5 points (got 4)"
+    assert out["kendall_tau"] == pytest.approx(1.0)  # all 10 pairs concordant
+
+
+def test_no_correlation_below_five_points():
+    out = correlate([1, 2, 3, 4], [2, 4, 5, 9], n_resamples=99)
+    assert out["n"] == 4 and math.isnan(out["pearson_r"]) and math.isnan(out["pearson_lo"])
+    assert out["note"] == "needs >= 5 points with surrogate and target, got 4"
 
 
 def test_correlations_equal_scipy():
@@ -265,10 +269,10 @@ def test_small_samples_keep_an_interval_despite_degenerate_resamples():
 @pytest.mark.parametrize(
     ("x", "y", "note"),
     [
-        ([1.0, 2.0], [2.0, 1.0], "needs >= 3 points"),
+        ([1.0, 2.0], [2.0, 1.0], "needs >= 5 points"),
         ([1.0, 2.0, math.nan, 4.0], [1.0, math.nan, 3.0, 2.0], "got 2"),
-        ([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0], "surrogate is constant"),
-        ([1.0, 2.0, 3.0], [5.0, 5.0, 5.0], "target is constant"),
+        ([1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0], "surrogate is constant"),
+        ([1.0, 2.0, 3.0, 4.0, 5.0], [5.0, 5.0, 5.0, 5.0, 5.0], "target is constant"),
         ([], [], "got 0"),
     ],
 )
@@ -279,9 +283,9 @@ def test_degenerate_inputs_give_nan_with_a_note(x, y, note):
 
 
 def test_nan_pairs_are_dropped():
-    out = correlate([1, 2, math.nan, 3, 4], [2, 4, 100, 5, 9], n_resamples=9)
-    assert out["n"] == 4
-    assert out["pearson_r"] == pytest.approx(11 / math.sqrt(130))
+    out = correlate([1, 2, math.nan, 3, 4, 5], [2, 4, 100, 5, 9, 10], n_resamples=9)
+    assert out["n"] == 5
+    assert out["pearson_r"] == pytest.approx(21 / math.sqrt(460))
 
 
 def test_correlate_rejects_bad_arguments():
@@ -522,7 +526,7 @@ def test_analysis_without_targets_or_with_too_few_is_nan_with_a_note():
     few = make_run_data(keep, attacks[attacks["trial_id"].isin(keep["trial_id"])], history)
     row = analyze(few, n_resamples=9).set_index("surrogate").loc["vuln@3"]
     assert row["n"] == 2 and math.isnan(row["pearson_r"])
-    assert "needs >= 3" in row["note"]
+    assert "needs >= 5" in row["note"]
     assert row["regret"] == 0.0  # the ranking of 2 is still scored
     assert row["cost_unit"] == "s"  # combinations without a target do not force epochs
 

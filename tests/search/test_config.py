@@ -87,7 +87,10 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("search.max_aux=12", "search.max_aux: must be in [min_aux=0, pool size 10], got 12"),
         ("search.min_aux=11", "search.min_aux: exceeds the pool size 10, got 11"),
         ("attack.ensemble=[pgd,fgsm2]", "attack.ensemble[1]: unknown attack 'fgsm2'; choose from"),
-        ("stage1.grace_period=9", "stage1.grace_period: must be in [1, epochs=3], got 9"),
+        (
+            ("stage1.design=sampler", "stage1.grace_period=9"),  # ASHA prunes only the sampler's
+            "stage1.grace_period: must be in [1, epochs=3], got 9",
+        ),
         ("stage1.metric=vul", "stage1.metric: unknown value 'vul'; choose from vuln, clean_error"),
         ("stage1.epochs=-1", "stage1.epochs: must be >= 0 (0 = evaluate at initialisation)"),
         ("stage1.epochs=0", "stage1.epochs: 0 (a zero-training screen) has nothing to prune"),
@@ -96,7 +99,7 @@ def test_list_item_override_names_the_item_and_the_choices():
         ("name=a/b", "name: bad run name 'a/b'"),
         ("resources.device=tpu", "resources.device: unknown device 'tpu'"),
         ("resources.max_retries=-2", "resources.max_retries: must be >= -1 (-1 = retry forever)"),
-        ("stage1.design=pairs", "stage1.design: pairs trains only a design: stage 2 needs the"),
+        ("stage1.model=none", "stage1.design: pairs trains only a design: stage 2 needs the"),
         ("stage1.design=lattice", "stage1.design: unknown value 'lattice'; choose from sampler"),
         ("data.workers=-1", "data.workers: must be >= 0 (0 = decode in the trial's process)"),
         ("data.source=/no/such/folder", "data.source: '/no/such/folder' is neither 'synthetic'"),
@@ -111,7 +114,8 @@ def test_list_item_override_names_the_item_and_the_choices():
     ],
 )
 def test_bad_values_are_one_line_with_path_value_and_choices(override, expected):
-    assert error_of([override]).startswith(expected)
+    overrides = [override] if isinstance(override, str) else list(override)
+    assert error_of(overrides).startswith(expected)
 
 
 def test_cross_field_rules():
@@ -236,7 +240,7 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(tmp_path, capsys):
         """
         name: plan
         search: {main: d, pool: sDnk, max_aux: 2, n_trials: 8, encoders: [resnet50]}
-        stage1: {epochs: 3, grace_period: 1, reduction_factor: 2}
+        stage1: {design: sampler, model: none, epochs: 3, grace_period: 1, reduction_factor: 2}
         stage2: {top_k: 2, epochs: 10}
         """,
     )

@@ -20,6 +20,7 @@ from rts.search.engine.space import Space
 from rts.search.engine.trial import TrialSession, build_spec, run_trial
 from rts.search.results.pipeline import run_search
 from tests.search.test_search_deterministic import comparable
+from tests.search.tiny import EARLY_SCREEN
 
 TINY = [
     "data.size=32",
@@ -80,6 +81,7 @@ def test_deterministic_search_on_real_trials_gives_the_same_tables(local_ray, tm
             [
                 f"name=real{concurrency}",
                 *TINY,
+                *EARLY_SCREEN,  # rung barriers prune the sampler's proposals
                 "search.n_trials=3",
                 "search.batch=3",
                 "search.deterministic=true",

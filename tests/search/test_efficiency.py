@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -362,3 +363,19 @@ def test_a_zero_epoch_screen_is_charged_its_wall_time():
     spent = compute_spent(search, exhaustive)
     assert spent["screen_units"] == pytest.approx(5.0 * 16 / 80)
     assert spent["units"] == pytest.approx(8 + 1.0)
+
+
+def test_simulation_draws_its_noise_and_truth_from_the_real_tables():
+    from scipy import stats
+
+    from benchmarks.efficiency_sim import fit_generator, noise_for, simulate
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 2.0, 40_000)
+    y = x + rng.normal(0, noise_for(0.3, 2.0), x.size)
+    assert stats.spearmanr(x, y)[0] == pytest.approx(0.3, abs=0.02)
+    gen = fit_generator()
+    assert 0.1 <= gen.early_spearman <= 0.4 and gen.full_spearman > 0.95  # the tables' facts
+    assert gen.rmse < min(gen.rmse_additive, gen.rmse_mean)  # fitted lam beats both ends
+    rows = simulate("sDnk", [0], names=("default",))
+    assert rows["compute_fraction"].iloc[0] == pytest.approx(7 / 16)  # 5 in full + 2 predicted

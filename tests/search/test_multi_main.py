@@ -12,17 +12,20 @@ from rts.search.config.convert import load_config
 from rts.search.config.studies import study_configs
 from rts.search.results.studies import run_studies
 from tests.search.fake_trial import FakeTrial
+from tests.search.tiny import EARLY_SCREEN
 
 OVERRIDES = [
     "name=multi",
     "search.main=[d,s]",
     "search.pool=sdD",  # each study's pool leaves out its own main task
     "search.max_aux=1",  # pairs, as Tables 1-2
+    *EARLY_SCREEN,  # the grid sampler's every pair, screened; the best observed carried over
     "search.sampler=grid",
     "search.encoders=[resnet18]",
     "stage1.epochs=1",
     "stage1.scheduler=fifo",
     "stage2.top_k=2",  # every pair reaches stage 2
+    "stage2.reuse=false",  # and is trained there again (stage 1 has its recipe: 1 epoch, fifo)
     "stage2.epochs=1",
     "resources.max_concurrent=2",
 ]

@@ -16,6 +16,7 @@ import pytest
 from rts.search.config.convert import load_config
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
+from tests.search.tiny import EARLY_SCREEN
 
 ray = pytest.importorskip("ray")
 
@@ -64,6 +65,7 @@ def test_search_survives_the_loss_of_a_worker_node(tmp_path, two_node_cluster):
         [
             "name=lost",
             "search.pool=sDk",
+            *EARLY_SCREEN,
             "search.max_aux=1",
             "search.sampler=grid",
             "search.encoders=[resnet18]",

@@ -152,3 +152,12 @@ def test_a_trial_that_lost_its_node_is_said_to_be_retried_and_counted(tmp_path):
     assert lines[-1].endswith("(retry 2 of 3)")
     assert read_retries(retries) == {"s2-0002": 2}
     assert "2 retried" in cb.status([lost])
+
+
+def test_a_full_training_trial_shows_its_clean_error_until_vuln_is_reported():
+    from rts.search.engine.progress import metric_text
+
+    nan = float("nan")
+    assert metric_text({"epoch": 1, "vuln": nan, "clean_error": 0.42}, "vuln") == "clean_error 0.42"
+    assert metric_text({"epoch": 1, "vuln": nan, "clean_error": nan}, "vuln") == "-"
+    assert metric_text({"epoch": 3, "vuln": 0.5, "clean_error": 0.42}, "vuln") == "vuln 0.5"

@@ -16,6 +16,7 @@ from rts.search.config.convert import load_config
 from rts.search.engine.samplers import journal_storage
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
+from tests.search.tiny import EARLY_SCREEN
 
 pytest.importorskip("ray")
 
@@ -28,6 +29,7 @@ def test_a_repeated_proposal_is_answered_not_trained(local_ray, tmp_path):
         [
             "name=repeats",
             "search.pool=s",
+            *EARLY_SCREEN,
             "search.max_aux=1",  # two configurations
             "search.sampler=random",
             f"search.n_trials={N_TRIALS}",

@@ -25,7 +25,6 @@ EXPECTED_FIGURES = {
     "heatmap-wgd",
     "heatmap-fgsm",
     "chains",
-    "definition3",
     "pareto",
     "scatter",
     "history",
@@ -56,6 +55,9 @@ def test_report_contains_every_figure_it_names(report):
         assert (paths["figures"] / f"{fid}.png").read_bytes() == png  # same image on disk
         assert f'id="figure-{fid}"' in html and "<figcaption>" in html
     assert html.count("<img ") == len(EXPECTED_FIGURES)
+    # no chain measured: Definition 3 is one line saying how to measure it, no empty frame
+    assert 'id="figure-definition3"' in html and 'id="definition3"' not in html
+    assert "No stage-2 model with two or more tasks: nothing to measure it on." in html
 
 
 def test_report_reads_in_order_and_is_self_contained(report):
@@ -146,7 +148,10 @@ def test_report_without_targets_or_trials_still_writes(tmp_path):
     empty = make_run_data(pd.DataFrame({"trial_id": [], "tasks": []}))
     paths = write_report(empty, tmp_path / "b", n_resamples=9)
     html = paths["html"].read_text(encoding="utf-8")
-    assert "nothing to recommend" in html and len(IMG.findall(html)) >= 4
+    assert "nothing to recommend" in html
+    drawn = dict(IMG.findall(html))
+    for fid in ("heatmap", "chains", "definition3"):  # no data: one line, no empty frame
+        assert f'id="figure-{fid}"' in html and fid not in drawn
 
 
 def test_report_accepts_a_precomputed_table(tmp_path):

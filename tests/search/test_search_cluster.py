@@ -7,6 +7,7 @@ import pytest
 from rts.search.config.convert import load_config
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
+from tests.search.tiny import EARLY_SCREEN
 
 ray = pytest.importorskip("ray")
 
@@ -19,6 +20,7 @@ def test_two_node_cluster_places_trials_on_both_nodes(tmp_path, two_node_cluster
         None,
         [
             "name=cluster",
+            *EARLY_SCREEN,  # the grid's 4 candidates, screened
             "search.pool=sDk",
             "search.max_aux=1",
             "search.sampler=grid",

@@ -16,6 +16,7 @@ from rts.search.config.convert import load_config
 from rts.search.engine.samplers import journal_storage
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
+from tests.search.tiny import EARLY_SCREEN
 
 ray = pytest.importorskip("ray")
 
@@ -27,6 +28,7 @@ RUN_SPECIFIC = {
 """Columns that say where and how fast a trial ran, not what it found."""
 
 SEARCH = [
+    *EARLY_SCREEN,  # TPE's batches and the rung barriers are what this file tests
     "search.pool=sDnk",
     "search.max_aux=2",
     "search.n_trials=6",

@@ -29,7 +29,7 @@ from tests.search.test_search_deterministic import comparable
 CONFIG = """
 search: {main: d, pool: sDnk, max_aux: 2, n_trials: 6, batch: 3, encoders: [resnet18],
          seed: 5, deterministic: true}
-stage1: {epochs: 2, grace_period: 1, reduction_factor: 2}
+stage1: {design: sampler, model: none, epochs: 2, grace_period: 1, reduction_factor: 2}
 stage2: {top_k: 2, epochs: 2}
 """
 

@@ -22,7 +22,7 @@ from rts.search.engine.space import Candidate
 from rts.search.results.pareto import pareto_ranks
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import MARGINAL, FakeTrial, fake_vulnerability
-from tests.search.tiny import TINY_REAL_SEARCH
+from tests.search.tiny import EARLY_SCREEN, TINY_REAL_SEARCH
 
 ray = pytest.importorskip("ray")
 
@@ -69,6 +69,7 @@ def test_exhaustive_search_prunes_fails_and_recommends_the_oracle_best(local_ray
         None,
         [
             "name=grid",
+            *EARLY_SCREEN,
             "search.pool=sDk",
             "search.max_aux=2",
             "search.sampler=grid",
@@ -203,6 +204,7 @@ def test_pareto_search_with_searched_weights(local_ray, tmp_path, deterministic)
         None,
         [
             "name=pareto",
+            *EARLY_SCREEN,
             f"search.deterministic={str(deterministic).lower()}",
             "search.pool=sDnk",
             "search.max_aux=2",
@@ -252,6 +254,7 @@ def test_zero_training_screen_ranks_by_the_metric_and_skips_the_baseline(local_r
         None,
         [
             "name=screen",
+            *EARLY_SCREEN,
             "search.pool=sDnk",
             "search.max_aux=2",
             "search.sampler=grid",
@@ -296,6 +299,7 @@ def test_stage1_metric_drives_asha_and_the_selection(local_ray, tmp_path):
         None,
         [
             "name=by-clean",
+            *EARLY_SCREEN,
             "search.pool=sDk",
             "search.min_aux=1",
             "search.max_aux=3",
@@ -385,6 +389,7 @@ def test_effect_model_sends_predicted_untried_subsets_to_stage_2(local_ray, tmp_
         None,
         [
             "name=effects",
+            "stage1.design=sampler",  # 8 random proposals screened, not the pairs design
             "search.pool=sDnkE",
             "search.max_aux=5",
             "search.sampler=random",

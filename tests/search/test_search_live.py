@@ -20,6 +20,7 @@ from rts.search.config.convert import load_config
 from rts.search.engine.trial import TrialSession, TrialSpec
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial
+from tests.search.tiny import EARLY_SCREEN
 
 ray = pytest.importorskip("ray")
 from ray import tune  # noqa: E402
@@ -92,6 +93,7 @@ def live(local_ray, tmp_path_factory):
     overrides = [
         "name=live",
         "search.pool=sk",
+        *EARLY_SCREEN,
         "search.max_aux=1",
         "search.sampler=grid",
         "search.encoders=[resnet18]",

@@ -189,6 +189,8 @@ def test_plan_counts():
     cfg = load_config(
         None,
         [
+            "stage1.design=sampler",  # 8 proposals, ASHA's rungs
+            "stage1.model=none",
             "search.pool=sDnk",
             "search.max_aux=2",
             "search.n_trials=8",
@@ -200,8 +202,12 @@ def test_plan_counts():
     assert plan.configurations == 22 and plan.continuous and plan.subsets == 11
     assert plan.stage1_trials == 8 and plan.stage1_epochs_max == 24
     assert plan.stage2_trials_max == 3 + 3 + 1  # top 3, their twins, the baseline
-    grid = plan_search(load_config(None, ["search.pool=sk", "search.sampler=grid"]))
-    assert grid.stage1_trials == 4  # every configuration once, whatever n_trials says
+    grid = ["search.pool=sk", "search.sampler=grid", "stage1.design=sampler", "stage1.model=none"]
+    assert plan_search(load_config(None, grid)).stage1_trials == 4  # each once, whatever n_trials
+    default = plan_search(load_config(None, ["search.pool=sDnk", "search.max_aux=2"]))
+    assert (default.stage1_trials, default.stage1_epochs_max) == (5, 50)  # pairs in full
+    assert default.stage2_trials_max == 2  # the 2 best-predicted; the baseline is reused
+    assert default.units_expected / default.exhaustive_units == pytest.approx(7 / 11)
 
 
 class _Cause(Exception):

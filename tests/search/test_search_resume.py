@@ -26,7 +26,7 @@ from tests.search.subproc import ROOT, kill_session, read_events, saved_statuses
 CONFIG = """
 name: resume
 search: {main: d, pool: sDnk, max_aux: 2, n_trials: 8, encoders: [resnet18], seed: 3}
-stage1: {epochs: 3, grace_period: 1, reduction_factor: 2}
+stage1: {design: sampler, model: none, epochs: 3, grace_period: 1, reduction_factor: 2}
 stage2: {top_k: 2, epochs: 2}
 """
 

@@ -23,6 +23,7 @@ from rts.search.engine.space import Candidate
 from rts.search.engine.storage import journal_at, sync_down, sync_up
 from rts.search.results.pipeline import run_search
 from tests.search.fake_trial import FakeTrial, fake_vulnerability
+from tests.search.tiny import EARLY_SCREEN
 
 ray = pytest.importorskip("ray")
 
@@ -266,6 +267,7 @@ def test_search_on_a_uri_resumes_on_a_fresh_machine(local_ray, tmp_path, monkeyp
         None,
         [
             "name=uri",
+            *EARLY_SCREEN,
             "search.pool=sDnk",
             "search.max_aux=2",
             "search.n_trials=6",

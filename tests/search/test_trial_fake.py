@@ -6,10 +6,11 @@ import statistics
 
 import pytest
 
-from rts.search.config.convert import load_config
+from rts.search.config.convert import load_config, resolve
 from rts.search.engine.space import Space
 from rts.search.engine.trial import TrialSession, build_spec
 from tests.search.fake_trial import FakeTrial, fake_vulnerability, surrogate_error
+from tests.search.tiny import EARLY_SCREEN
 
 
 def reports(trial: FakeTrial, spec) -> list[dict]:
@@ -19,7 +20,8 @@ def reports(trial: FakeTrial, spec) -> list[dict]:
 
 
 def test_noise_is_deterministic_sized_and_spares_stage2():
-    cfg = load_config(None, ["search.encoders=[resnet18]", "search.pool=sDnE", "stage2.epochs=2"])
+    overrides = [*EARLY_SCREEN, "search.encoders=[resnet18]", "search.pool=sDnE", "stage2.epochs=2"]
+    cfg = resolve(load_config(None, overrides))  # stage 1 screens early: noisy surrogates
     space = Space.from_config(cfg)
     cands = [space.candidate(a, "uniform", "resnet18") for a in ("s", "D", "nE", "sDnE")]
     noisy, clean = FakeTrial(noise=0.5), FakeTrial()

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+EARLY_SCREEN: tuple[str, ...] = ("stage1.design=sampler", "stage1.model=none")
+"""Stage 1 as the sampler's proposals screened early (ASHA or rung barriers), stage 2 taking the
+best observed: the machinery tests of samplers, pruning and batches exercise this, not the
+default (the pairs design trained in full, the HOA model, stage 2 reusing it)."""
+
 TINY_REAL_SEARCH: tuple[str, ...] = (
+    *EARLY_SCREEN,
     "data.size=32",
     "data.n=24",
     "search.pool=s",
@@ -19,9 +25,11 @@ TINY_REAL_SEARCH: tuple[str, ...] = (
     "attack.cheap_steps=1",
     "attack.steps=1",
 )
-"""``key=value`` overrides (add a ``name=``): real training and attacks, 4 attacked images."""
+"""``key=value`` overrides (add a ``name=``): real training and attacks, 4 attacked images; the
+grid sampler's two candidates screened early (:data:`EARLY_SCREEN`)."""
 
 TINY_FAKE_GRID: tuple[str, ...] = (
+    *EARLY_SCREEN,
     "search.pool=sD",
     "search.max_aux=2",
     "search.sampler=grid",
