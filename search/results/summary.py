@@ -388,7 +388,9 @@ def format_summary(s: Summary, run_dir: str | Path | None = None) -> str:
     lines = [f"## Search summary: main task {s.main!r}", ""]
     rec_label = short_label(s.main, s.recommended_aux)
     flagged = any(f.startswith((f"{rec_label}:", f"{rec_label} (seed ")) for f in s.skill_flags)
-    if s.recommended_trial and (flagged or math.isnan(s.skill)):
+    # A replayed metric was measured elsewhere: no skill here to check (the table's own caveat).
+    unknown = math.isnan(s.skill) and not s.replayed
+    if s.recommended_trial and (flagged or unknown):
         known = f"main-task skill {s.skill:.2f}" if not math.isnan(s.skill) else "skill unknown"
         lines += [
             f"**Not trusted**: the recommended model has not learned {s.main!r} ({known}); its "
