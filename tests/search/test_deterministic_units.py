@@ -290,10 +290,11 @@ def test_dry_run_says_which_mode_will_run(capsys):
     from rts.cli import main
 
     quickstart = CONFIGS[[p.stem for p in CONFIGS].index("quickstart")]
-    assert main(["search", str(quickstart), "--dry-run"]) == 0
+    early = ["stage1.design=sampler", "stage1.model=none", "stage1.epochs=3"]  # ASHA's rungs
+    assert main(["search", str(quickstart), *early, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "mode: deterministic (stage 1 proposes in batches of 4" in out
     assert "successive halving at rung barriers on vuln" in out
-    assert main(["search", str(quickstart), "search.deterministic=false", "--dry-run"]) == 0
+    assert main(["search", str(quickstart), *early, "search.deterministic=false", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "mode: asynchronous" in out and "ASHA on vuln" in out
