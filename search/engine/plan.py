@@ -118,17 +118,25 @@ def asha_expected_epochs(epochs: int, grace: int, factor: int, scheduler: str = 
     return expected_epochs(rung_epochs(epochs, grace, factor), factor)
 
 
-MODES = ("deterministic", "asynchronous")
+MODES = ("deterministic", "asynchronous", "design")
 """How stage 1 runs (``search.deterministic`` true / false)."""
 
 
-def mode_name(deterministic: bool) -> str:
-    """``"deterministic"`` or ``"asynchronous"``."""
+def mode_name(deterministic: bool, design: str = "sampler") -> str:
+    """``"deterministic"`` or ``"asynchronous"`` (a sampler's stage 1), or ``"design"`` (a fixed
+    stage-1 design, ``stage1.design``: no sampler, no pruning, whatever the mode)."""
+    if design != "sampler":
+        return MODES[2]
     return MODES[0] if deterministic else MODES[1]
 
 
 def mode_text(mode: str, batch: int | None = None) -> str:
     """One line saying what ``mode`` promises (for the dry run, the summary and the report)."""
+    if mode == MODES[2]:
+        return (
+            "fixed design (stage 1 trains a fixed set of candidates: no sampler, no pruning): "
+            "the same config gives the same tables, with any concurrency, load or interruptions"
+        )
     if mode == MODES[0]:
         size = f"batches of {batch}" if batch else "batches"
         return (
@@ -223,7 +231,7 @@ def format_plan(cfg: SearchConfig, plan: Plan) -> str:
         f"= {size}",
         f"objective: {cfg.search.objective} (minimise the main task's relative vulnerability"
         + (" and its clean error: Pareto front)" if cfg.search.objective == "pareto" else ")"),
-        f"mode: {mode_text(mode_name(cfg.search.deterministic), cfg.search.batch)}",
+        f"mode: {mode_text(mode_name(cfg.search.deterministic, s1.design), cfg.search.batch)}",
         f"stage 1 (surrogate): {plan.stage1_trials} trials, {proposer}, {s1_enc}, "
         f"{s1.epochs} epochs at most, "
         + (

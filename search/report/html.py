@@ -591,7 +591,10 @@ def search_mode(run: RunData) -> str:
     space = run.config.get("search", {}) if isinstance(run.config, Mapping) else {}
     space = space if isinstance(space, Mapping) else {}
     deterministic = bool(space.get("deterministic", False))
-    return mode_text(mode_name(deterministic), space.get("batch") if deterministic else None)
+    stage1 = run.config.get("stage1", {}) if isinstance(run.config, Mapping) else {}
+    design = stage1.get("design", "sampler") if isinstance(stage1, Mapping) else "sampler"
+    mode = mode_name(deterministic, str(design))
+    return mode_text(mode, space.get("batch") if deterministic else None)
 
 
 def render_html(

@@ -204,7 +204,7 @@ def _write_results(
         images=s2.images,
         statistic=cfg.attack.statistic,
         seed=cfg.trial_seed,
-        mode=mode_name(cfg.search.deterministic),
+        mode=mode_name(cfg.search.deterministic, cfg.stage1.design),
         batch=cfg.search.batch if cfg.search.deterministic else 0,
         repeats=answered_repeats(paths.journal),
         comparison=comparison,

@@ -54,3 +54,16 @@ def test_gpu_hours_scale_with_units_images_and_pixels():
     plan = plan_search(cfg)
     expected = plan.units_expected * 800 * 0.25 / GPU_IMAGES_PER_S / 3600
     assert gpu_hours(cfg, plan) == pytest.approx(expected)
+
+
+def test_a_fixed_design_says_so_instead_of_batches_or_asha(tmp_path, capsys):
+    """The default stage 1 is a design (no sampler, no pruning): the plan and the summary must
+    not promise batches and rung barriers."""
+    from rts.search.engine.plan import mode_name, mode_text
+
+    assert mode_name(True, "pairs") == mode_name(False, "triples") == "design"
+    assert mode_name(True) == "deterministic" and mode_name(False) == "asynchronous"
+    assert mode_text("design").startswith("fixed design (stage 1 trains a fixed set")
+    assert main(["search", "configs/quickstart.yaml", "--dry-run", "--storage", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "mode: fixed design" in out and "batches of" not in out
