@@ -8,7 +8,6 @@ import re
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy.ndimage import binary_dilation
 
 from rts.tasks import synthetic
@@ -324,10 +323,12 @@ def test_write_dataset_layout_roundtrip_and_determinism(tmp_path, capsys):
     assert info["n"] == 3 and info["size"] == 24 and info["seed"] == 1
     assert info["buildings"] == {"synth-000": 2, "synth-001": 1}
     assert info["segment_classes"] == SEG_CLASS_NAMES and info["generator_version"]
+    from rts.tasks.taskonomy import read_png
+
     for bld, stem, raw in iter_raw(3, 24, seed=1):
         for dom in DOMAINS:
-            with Image.open(out / dom / bld / f"{stem}_domain_{dom}.png") as im:
-                back = np.asarray(im)
+            # through the loader: Pillow < 10 gives 16-bit PNGs to numpy as int32
+            back = read_png(out / dom / bld / f"{stem}_domain_{dom}.png", dom)
             assert back.dtype == raw[dom].dtype, dom
             np.testing.assert_array_equal(back, raw[dom])
     again = write_dataset(tmp_path / "b", 3, 24, seed=1)
