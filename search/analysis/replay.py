@@ -22,7 +22,8 @@ from rts.search.config.schema import ConfigError, main_tasks
 
 
 def fisher_interval(r: float, n: int, level: float = 0.95) -> tuple[float, float]:
-    """The interval of a correlation ``r`` over ``n`` points by Fisher's z (NaN below 4)."""
+    """The interval of a correlation ``r`` over ``n`` points by Fisher's z (NaN below 4): for
+    Spearman's rho, which scipy gives no interval for (Pearson's comes from scipy)."""
     from scipy import stats
 
     if n < 4 or not math.isfinite(r):
@@ -54,10 +55,11 @@ def replay_correlations(config: Mapping[str, Any] | None) -> pd.DataFrame | None
             row: dict[str, Any] = {"main": main, "early fraction": f, "n": n}
             if n >= MIN_POINTS:
                 rho = float(stats.spearmanr(both[f], both[1.0])[0])
-                r = float(stats.pearsonr(both[f], both[1.0])[0])
-                row.update(spearman=rho, pearson=r)
+                pearson = stats.pearsonr(both[f], both[1.0])  # scipy's own Fisher-z interval
+                low, high = pearson.confidence_interval(0.95)
+                row.update(spearman=rho, pearson=float(pearson[0]))
                 row["spearman_lo"], row["spearman_hi"] = fisher_interval(rho, n)
-                row["pearson_lo"], row["pearson_hi"] = fisher_interval(r, n)
+                row["pearson_lo"], row["pearson_hi"] = float(low), float(high)
             rows.append(row)
     return pd.DataFrame(rows).set_index(["main", "early fraction"]) if rows else None
 

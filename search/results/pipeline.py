@@ -354,9 +354,7 @@ def concat_tables(a: StageTables, b: StageTables) -> StageTables:
             return x if len(x.columns) else y
         return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
-    return StageTables(
-        *(cat(getattr(a, n), getattr(b, n)) for n in ("trials", "history", "attacks", "images"))
-    )
+    return StageTables(**{n: cat(getattr(a, n), getattr(b, n)) for n in STAGE_TABLES})
 
 
 def _finished(paths: RunPaths, stage: int, echo: Echo) -> StageTables | None:
